@@ -1,0 +1,1 @@
+"""CLI subcommands: one module per feature, each with ``register(app: typer.Typer)``."""
