@@ -1,0 +1,1 @@
+"""Benchmarks: `./dev bench` lists them, `./dev bench NAME [ARGS]` runs one."""

@@ -1,0 +1,1 @@
+"""Network-namespace lab: throwaway hosts for tests, the demo and benchmarks."""
