@@ -1,0 +1,261 @@
+# Pure decision engine. Per source: watched -> deflected (to the decoy) -> blocked (after
+# the scanner went quiet in the decoy, or stayed too long) -> released (block expired) ->
+# deflected again on the next offence, with a longer block. Inputs are detection levels,
+# decoy activity and the passage of time (`now` is always a parameter); outputs are
+# Decisions. Transitions live in one table and thresholds in Policy. Allowlisted and own
+# addresses are never acted on. Memory is bounded: beyond max_sources the least recently
+# seen watched/released records are forgotten (deflected/blocked ones never are).
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sipdeflect.decisions import Action, Address, Decision, Level, Network, single
+from sipdeflect.errors import UsageError
+
+
+class State(StrEnum):
+    WATCHED = "watched"
+    DEFLECTED = "deflected"
+    BLOCKED = "blocked"
+    RELEASED = "released"
+
+
+class Trigger(StrEnum):
+    DETECTED = "detected"  # detection reached Policy.act_at
+    QUIET = "quiet"  # the decoy heard nothing for quiet_after: the scanner gave up
+    DEFLECT_TIMEOUT = "deflect-timeout"  # still sending after max_deflect: drop it anyway
+    EXPIRED = "expired"  # the block's time is up
+
+
+TRANSITIONS: dict[tuple[State, Trigger], tuple[State, Action]] = {
+    (State.WATCHED, Trigger.DETECTED): (State.DEFLECTED, Action.DEFLECT),
+    (State.RELEASED, Trigger.DETECTED): (State.DEFLECTED, Action.DEFLECT),
+    (State.DEFLECTED, Trigger.QUIET): (State.BLOCKED, Action.BLOCK),
+    (State.DEFLECTED, Trigger.DEFLECT_TIMEOUT): (State.BLOCKED, Action.BLOCK),
+    (State.BLOCKED, Trigger.EXPIRED): (State.RELEASED, Action.RELEASE),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    act_at: Level = Level.ATTACKER  # the level at which a source is deflected
+    quiet_after: float = 15.0  # seconds without a packet in the decoy: it gave up
+    max_deflect: float = 300.0  # seconds in the decoy before blocking regardless
+    block_base: float = 3600.0  # first block; each repeat offence multiplies it
+    block_factor: float = 4.0
+    block_max: float = 30 * 86400.0
+    spread: float = 0.2  # +-20% per source, so mass bans do not lapse together
+    forget_after: float = 30 * 86400.0  # released records (offence counts) kept this long
+    max_sources: int = 100_000  # records kept; least recently seen watched ones go first
+
+    def block_ttl(self, address: Address, offences: int) -> float:
+        ttl = min(self.block_base * self.block_factor ** max(0, offences - 1), self.block_max)
+        # Deterministic spread in [-spread, +spread]: the same source and offence always get
+        # the same TTL (replays and tests agree), different sources scatter uniformly.
+        u = zlib.crc32(address.packed + offences.to_bytes(4, "big")) / 0xFFFFFFFF
+        return ttl * (1 + self.spread * (2 * u - 1))
+
+    def deflect_ttl(self) -> float:
+        """Kernel expiry of a deflect element: outlives the engine's own deadline so the
+        engine decides, but lapses by itself if the daemon is gone."""
+        return self.max_deflect + self.quiet_after + 60.0
+
+
+@dataclass(slots=True)
+class Source:
+    address: Address
+    state: State
+    level: Level
+    first_seen: float
+    last_seen: float
+    since: float  # when it entered this state
+    until: float | None = None  # expiry of the current deflect/block
+    offences: int = 0  # times deflected
+    last_decoy: float | None = None  # last packet the decoy saw from it
+    reasons: list[str] = field(default_factory=list)  # newest last, at most 8
+
+    def note(self, reason: str) -> None:
+        if not self.reasons or self.reasons[-1] != reason:
+            self.reasons.append(reason)
+            del self.reasons[:-8]
+
+
+class Engine:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        allow: Iterable[Network] = (),
+        own: Iterable[Address] = (),
+    ) -> None:
+        self.policy = policy or Policy()
+        self.allow: list[Network] = list(allow)
+        self.own: set[Address] = set(own)
+        self.sources: dict[Address, Source] = {}
+        self.manual: dict[Network, Decision] = {}  # operator decisions on prefixes/addresses
+
+    # -- protection ----------------------------------------------------------------------
+    def protected(self, address: Address) -> str | None:
+        """Why this address must never be acted on, or None."""
+        if address in self.own:
+            return "own address"
+        if address.is_loopback or address.is_unspecified or address.is_multicast:
+            return "special address"
+        for net in self.allow:
+            if net.version == address.version and address in net:
+                return f"allowlisted ({net})"
+        return None
+
+    def _protected_net(self, target: Network) -> str | None:
+        for net in self.allow:
+            if net.version == target.version and net.overlaps(target):
+                return f"overlaps allowlisted {net}"
+        for own in self.own:
+            if own.version == target.version and own in target:
+                return f"contains own address {own}"
+        return None
+
+    # -- inputs ----------------------------------------------------------------------------
+    def signal(self, address: Address, level: Level, reason: str, now: float) -> list[Decision]:
+        """Detection says this source reached ``level`` because of ``reason``."""
+        if self.protected(address):
+            return []
+        src = self.sources.get(address)
+        if src is None:
+            src = Source(address, State.WATCHED, level, now, now, now)
+            self.sources[address] = src
+            self._bound()
+        src.last_seen = now
+        src.level = max(src.level, level)
+        src.note(reason)
+        if level >= self.policy.act_at:
+            return self._fire(src, Trigger.DETECTED, now, reason)
+        return []
+
+    def decoy_seen(self, address: Address, now: float) -> None:
+        """The decoy received a packet from this source (it is still trying)."""
+        src = self.sources.get(address)
+        if src is not None:
+            src.last_decoy = now
+            src.last_seen = now
+
+    def tick(self, now: float) -> list[Decision]:
+        """Time-driven transitions: quiet or overstaying scanners get blocked, blocks lapse."""
+        out: list[Decision] = []
+        p = self.policy
+        forget: list[Address] = []
+        for src in list(self.sources.values()):
+            if src.state is State.DEFLECTED:
+                heard = src.last_decoy if src.last_decoy is not None else src.since
+                if now - heard >= p.quiet_after:
+                    out += self._fire(src, Trigger.QUIET, now, "went quiet in the decoy")
+                elif now - src.since >= p.max_deflect:
+                    out += self._fire(src, Trigger.DEFLECT_TIMEOUT, now, "kept sending")
+            elif src.state is State.BLOCKED and src.until is not None and now >= src.until:
+                out += self._fire(src, Trigger.EXPIRED, now, "block expired")
+            elif (
+                src.state in (State.RELEASED, State.WATCHED)
+                and now - src.last_seen >= p.forget_after
+            ):
+                forget.append(src.address)
+        for addr in forget:
+            del self.sources[addr]
+        for net, dec in list(self.manual.items()):
+            if dec.until is not None and now >= dec.until:
+                del self.manual[net]
+                out.append(Decision(net, Action.RELEASE, None, dec.origin, "expired", now))
+        return out
+
+    def manual_decision(
+        self,
+        action: Action,
+        target: Network,
+        now: float,
+        *,
+        duration: float | None = None,
+        reason: str = "",
+        origin: str = "cli",
+    ) -> list[Decision]:
+        """An operator's block/deflect/allow/release of an address or prefix."""
+        if action in (Action.BLOCK, Action.DEFLECT):
+            why = self._protected_net(target)
+            if why:
+                raise UsageError(f"refusing to {action} {target}: {why}")
+        until = None if duration is None else now + duration
+        dec = Decision(target, action, until, origin, reason or f"{action} by operator", now)
+        out = [dec]
+        if action is Action.ALLOW:
+            self.allow.append(target)
+            self.manual.pop(target, None)
+            # Anything inside the new allowlist entry is released at once.
+            for addr, src in list(self.sources.items()):
+                if addr.version == target.version and addr in target:
+                    if src.state in (State.DEFLECTED, State.BLOCKED):
+                        out.append(
+                            Decision(single(addr), Action.RELEASE, None, origin, "allowlisted", now)
+                        )
+                    del self.sources[addr]
+        elif action is Action.RELEASE:
+            self.manual.pop(target, None)
+            self.allow = [n for n in self.allow if n != target]
+            for addr, src in self.sources.items():
+                if addr.version == target.version and addr in target:
+                    src.state, src.since, src.until = State.RELEASED, now, None
+        else:
+            self.manual[target] = dec
+        return out
+
+    # -- state machine ---------------------------------------------------------------------
+    def _fire(self, src: Source, trigger: Trigger, now: float, reason: str) -> list[Decision]:
+        step = TRANSITIONS.get((src.state, trigger))
+        if step is None:
+            return []  # e.g. already deflected or blocked: nothing new to do
+        state, action = step
+        src.state, src.since, src.last_decoy = state, now, None
+        if action is Action.DEFLECT:
+            src.offences += 1
+            src.until = now + self.policy.deflect_ttl()
+        elif action is Action.BLOCK:
+            src.until = now + self.policy.block_ttl(src.address, src.offences)
+        else:
+            src.until = None
+        src.note(reason)
+        return [
+            Decision(single(src.address), action, src.until, "engine", f"{trigger}: {reason}", now)
+        ]
+
+    def _bound(self) -> None:
+        excess = len(self.sources) - self.policy.max_sources
+        if excess <= 0:
+            return
+        # Evict a tenth more than needed at once so the O(n) scan is rare.
+        idle = (s for s in self.sources.values() if s.state in (State.WATCHED, State.RELEASED))
+        n = excess + self.policy.max_sources // 10
+        for src in heapq.nsmallest(n, idle, key=lambda s: s.last_seen):
+            del self.sources[src.address]
+
+    # -- views -----------------------------------------------------------------------------
+    def active(self) -> Iterator[Decision]:
+        """Every decision currently in force (what the firewall should hold)."""
+        for src in self.sources.values():
+            if src.state in (State.DEFLECTED, State.BLOCKED):
+                action = Action.DEFLECT if src.state is State.DEFLECTED else Action.BLOCK
+                yield Decision(
+                    single(src.address),
+                    action,
+                    src.until,
+                    "engine",
+                    src.reasons[-1] if src.reasons else "",
+                    src.since,
+                )
+        yield from self.manual.values()
+        for net in self.allow:
+            yield Decision(net, Action.ALLOW, None, "config", "allowlist", 0.0)
+
+
+def address(text: str) -> Address:
+    return ipaddress.ip_address(text)
