@@ -1,0 +1,263 @@
+# TOML -> validated, typed Config, checked before any I/O. The pydantic models below are the
+# one place where defaults and their meaning are written down: `sipdeflect config example`
+# renders them as a commented TOML file (etc/sipdeflect.toml is that output), and
+# `sipdeflect config check` reports each error with its field and line.
+from __future__ import annotations
+
+import ipaddress
+import textwrap
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from sipdeflect.decisions import Level, parse_target
+from sipdeflect.duration import format_duration, parse_duration
+from sipdeflect.engine import Policy
+from sipdeflect.errors import ConfigError, UsageError
+
+
+def _duration(v: Any) -> float:
+    try:
+        return parse_duration(v)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sip(_Section):
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        [5060], description="the PBX's SIP ports (UDP and TCP) that are watched and deflected"
+    )
+
+
+class Decoy(_Section):
+    port: int = Field(
+        5062, ge=1, le=65535, description="local port the decoy listens on; deflected SIP goes here"
+    )
+    reply_budget: float = Field(
+        20.0,
+        ge=0,
+        description="replies per second to one destination (0: unlimited); "
+        "caps what spoofed requests can bounce at a victim",
+    )
+
+
+class Firewall(_Section):
+    backend: Literal["nftables", "iptables", "pf", "dry-run"] = Field(
+        "nftables", description="nftables | iptables | pf | dry-run"
+    )
+    table: str = Field(
+        "sipdeflect",
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,30}$",
+        description="name of sipdeflect's own table/chains/anchor",
+    )
+
+
+class LogSource(_Section):
+    path: str = Field(description="log file to follow, or journal:UNIT for the systemd journal")
+    format: Literal["auto", "asterisk", "freeswitch", "kamailio"] = Field(
+        "auto", description="auto | asterisk | freeswitch | kamailio"
+    )
+
+
+class Detect(_Section):
+    logs: list[LogSource] = Field([], description="PBX logs to follow ([[detect.logs]] tables)")
+    wire: bool = Field(True, description="watch SIP on the wire to the PBX's ports")
+
+
+class PolicySection(_Section):
+    act_at: Literal["watch", "suspect", "attacker"] = Field(
+        "attacker", description="level at which a source is deflected: watch | suspect | attacker"
+    )
+    quiet_after: Duration = Field(
+        15.0,
+        description="silence in the decoy after which a "
+        "deflected source counts as gone and is blocked",
+    )
+    max_deflect: Duration = Field(
+        300.0,
+        description="time in the decoy after which a source that keeps sending is blocked anyway",
+    )
+    block_base: Duration = Field(3600.0, description="first block's length")
+    block_factor: float = Field(4.0, ge=1, description="each repeat offence multiplies the block")
+    block_max: Duration = Field(30 * 86400.0, description="longest block")
+    spread: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="+- fraction that block lengths are "
+        "spread by, so mass bans do not lapse at once",
+    )
+    max_sources: int = Field(100_000, ge=100, description="source records kept in memory")
+
+    def to_policy(self) -> Policy:
+        return Policy(
+            act_at=Level[self.act_at.upper()],
+            quiet_after=self.quiet_after,
+            max_deflect=self.max_deflect,
+            block_base=self.block_base,
+            block_factor=self.block_factor,
+            block_max=self.block_max,
+            spread=self.spread,
+            max_sources=self.max_sources,
+        )
+
+
+class Allow(_Section):
+    addresses: list[str] = Field(
+        [],
+        description="addresses and prefixes never deflected or "
+        "blocked (your SIP trunks, offices, monitoring)",
+    )
+    own_addresses: bool = Field(True, description="also allowlist every address of this host")
+
+    @field_validator("addresses")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                parse_target(item, widest_v4=0, widest_v6=0)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [parse_target(a, widest_v4=0, widest_v6=0) for a in self.addresses]
+
+
+class Store(_Section):
+    path: str = Field("/var/lib/sipdeflect/state.db", description="SQLite database (WAL)")
+    retention: Duration = Field(30 * 86400.0, description="history older than this is pruned")
+
+
+class Control(_Section):
+    socket: str = Field(
+        "/run/sipdeflect/control.sock", description="unix socket for the CLI (root only)"
+    )
+
+
+class Metrics(_Section):
+    listen: str = Field("", description='Prometheus endpoint, e.g. "127.0.0.1:9560"; empty: off')
+
+
+class Config(_Section):
+    sip: Sip = Sip()
+    decoy: Decoy = Decoy()
+    firewall: Firewall = Firewall()
+    detect: Detect = Detect()
+    policy: PolicySection = PolicySection()
+    allow: Allow = Allow()
+    store: Store = Store()
+    control: Control = Control()
+    metrics: Metrics = Metrics()
+
+
+def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
+    """Best-effort line of a field in the TOML text: the key after its [section] header."""
+    lines = text.splitlines()
+    section, key = [str(p) for p in loc if isinstance(p, str)][:-1], str(loc[-1]) if loc else ""
+    start = 0
+    if section:
+        header = ".".join(section)
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            if stripped in (f"[{header}]", f"[[{header}]]"):
+                start = i
+                break
+    for i in range(start, len(lines)):
+        left = lines[i].split("=", 1)[0].strip()
+        if "=" in lines[i] and left == key:
+            return i + 1
+    return start + 1 if section else None
+
+
+def check_text(text: str, name: str = "config") -> tuple[Config | None, list[str]]:
+    """Validate TOML text; returns (config, []) or (None, ["name:line: field: message", ...])."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, [f"{name}: TOML syntax: {exc}"]
+    try:
+        return Config.model_validate(data), []
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            field = ".".join(str(p) for p in loc)
+            line = _line_of(text, loc)
+            where = f"{name}:{line}" if line else name
+            errors.append(f"{where}: {field}: {err['msg']}")
+        return None, errors
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror}") from None
+    cfg, errors = check_text(text, str(p))
+    if cfg is None:
+        raise ConfigError("; ".join(errors))
+    return cfg
+
+
+def example() -> str:
+    """The default configuration as commented TOML, generated from the models."""
+    out = [
+        "# sipdeflect configuration. Every value shown is the default;",
+        "# `sipdeflect config check FILE` validates a file.",
+        "",
+    ]
+    for section_name, section_field in Config.model_fields.items():
+        model = section_field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        out.append(f"[{section_name}]")
+        for key, f in model.model_fields.items():
+            if f.description:
+                out += [f"# {line}" for line in textwrap.wrap(f.description, 86)]
+            default = f.get_default(call_default_factory=True)
+            if key == "logs":
+                out += [
+                    "# [[detect.logs]]",
+                    '# path = "/var/log/asterisk/full"',
+                    '# format = "auto"',
+                ]
+                continue
+            out.append(f"{key} = {_toml_value(key, default)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(key: str, v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and key in {
+        "quiet_after",
+        "max_deflect",
+        "block_base",
+        "block_max",
+        "retention",
+    }:
+        return f'"{format_duration(v)}"'
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(key, x) for x in v) + "]"
+    return repr(v)
