@@ -238,6 +238,18 @@ class Engine:
         for src in heapq.nsmallest(n, idle, key=lambda s: s.last_seen):
             del self.sources[src.address]
 
+    def restore(self, sources: Iterable[Source], manual: Iterable[Decision]) -> None:
+        """Rebuild state from the store (after a restart)."""
+        for src in sources:
+            if not self.protected(src.address):
+                self.sources[src.address] = src
+        for dec in manual:
+            if dec.action is Action.ALLOW:
+                if dec.target not in self.allow:
+                    self.allow.append(dec.target)
+            else:
+                self.manual[dec.target] = dec
+
     # -- views -----------------------------------------------------------------------------
     def active(self) -> Iterator[Decision]:
         """Every decision currently in force (what the firewall should hold)."""

@@ -1,1 +1,1 @@
-"""sipdeflect.store."""
+"""Persistence of decisions and source history (SQLite by default)."""

@@ -1,0 +1,206 @@
+# Embedded store: SQLite in WAL mode. Decisions are an append-only log written (and
+# committed) before the firewall is touched, and sources that ever acted are upserted in the
+# same transaction, so a kill -9 at any moment loses no decision; on start the engine is
+# rebuilt from the sources table and the firewall reconciled from the engine in one
+# transaction, which leaves no duplicates. WAL with synchronous=NORMAL survives process
+# crashes (not power loss, which would cost the last transactions only). Events are
+# sampled per source and minute so floods cannot grow the file; retention prunes history.
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sipdeflect.decisions import Action, Decision, Level, Network
+from sipdeflect.engine import Source, State
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, target TEXT NOT NULL, action TEXT NOT NULL,
+    until REAL, origin TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_target ON decisions (target, at);
+CREATE TABLE IF NOT EXISTS sources (
+    address TEXT PRIMARY KEY, state TEXT NOT NULL, level INTEGER NOT NULL,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL, since REAL NOT NULL, until REAL,
+    offences INTEGER NOT NULL, reasons TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS manual (
+    target TEXT PRIMARY KEY, action TEXT NOT NULL, until REAL, origin TEXT NOT NULL,
+    reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
+    detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_source ON events (source, at);
+"""
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    at: float
+    source: str
+    kind: str
+    detail: str
+
+
+class StoreProtocol(Protocol):
+    def commit(self, decisions: Iterable[Decision], sources: Iterable[Source]) -> None: ...
+    def load_sources(self) -> list[Source]: ...
+    def load_manual(self) -> list[Decision]: ...
+    def history(self, target: str) -> list[Decision]: ...
+    def close(self) -> None: ...
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, *, events_per_minute: int = 20) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        self.events_per_minute = events_per_minute
+        self._sampled: dict[tuple[str, int], int] = {}
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- decisions and sources -------------------------------------------------------------
+    def commit(self, decisions: Iterable[Decision], sources: Iterable[Source]) -> None:
+        """Append decisions and upsert the sources they concern, in one transaction."""
+        decisions = list(decisions)
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO decisions (at, target, action, until, origin, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (d.at, str(d.target), d.action.value, d.until, d.origin, d.reason)
+                    for d in decisions
+                ],
+            )
+            db.executemany(
+                "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(address) DO "
+                "UPDATE SET state=excluded.state, level=excluded.level, "
+                "last_seen=excluded.last_seen, since=excluded.since, until=excluded.until, "
+                "offences=excluded.offences, reasons=excluded.reasons",
+                [
+                    (
+                        str(s.address),
+                        s.state.value,
+                        int(s.level),
+                        s.first_seen,
+                        s.last_seen,
+                        s.since,
+                        s.until,
+                        s.offences,
+                        json.dumps(s.reasons),
+                    )
+                    for s in sources
+                ],
+            )
+            for d in decisions:
+                if d.origin == "engine":
+                    continue
+                if d.action in (Action.BLOCK, Action.DEFLECT, Action.ALLOW):
+                    db.execute(
+                        "INSERT OR REPLACE INTO manual VALUES (?, ?, ?, ?, ?, ?)",
+                        (str(d.target), d.action.value, d.until, d.origin, d.reason, d.at),
+                    )
+                elif d.action is Action.RELEASE:
+                    db.execute("DELETE FROM manual WHERE target = ?", (str(d.target),))
+
+    def load_sources(self) -> list[Source]:
+        rows = self.db.execute(
+            "SELECT address, state, level, first_seen, last_seen, since, until, offences, "
+            "reasons FROM sources"
+        ).fetchall()
+        return [
+            Source(
+                ipaddress.ip_address(a),
+                State(st),
+                Level(lv),
+                fs,
+                ls,
+                since,
+                until,
+                off,
+                reasons=json.loads(rs),
+            )
+            for a, st, lv, fs, ls, since, until, off, rs in rows
+        ]
+
+    def load_manual(self) -> list[Decision]:
+        rows = self.db.execute("SELECT target, action, until, origin, reason, at FROM manual")
+        return [Decision(_net(t), Action(a), u, o, r, at) for t, a, u, o, r, at in rows]
+
+    def history(self, target: str) -> list[Decision]:
+        rows = self.db.execute(
+            "SELECT target, action, until, origin, reason, at FROM decisions "
+            "WHERE target = ? ORDER BY id",
+            (str(_net(target)),),
+        )
+        return [Decision(_net(t), Action(a), u, o, r, at) for t, a, u, o, r, at in rows]
+
+    def count_decisions(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM decisions").fetchone()[0])
+
+    # -- events ------------------------------------------------------------------------------
+    def record_event(self, at: float, source: str, kind: str, detail: str) -> bool:
+        """Keep at most events_per_minute events per source and minute; True if kept."""
+        key = (source, int(at // 60))
+        n = self._sampled.get(key, 0)
+        if n >= self.events_per_minute:
+            return False
+        if len(self._sampled) > 100_000:
+            minute = int(at // 60)
+            self._sampled = {k: v for k, v in self._sampled.items() if k[1] >= minute}
+        self._sampled[key] = n + 1
+        self.db.execute(
+            "INSERT INTO events (at, source, kind, detail) VALUES (?, ?, ?, ?)",
+            (at, source, kind, detail),
+        )
+        return True
+
+    def events(self, source: str) -> list[StoredEvent]:
+        rows = self.db.execute(
+            "SELECT at, source, kind, detail FROM events WHERE source = ? ORDER BY at, id",
+            (source,),
+        )
+        return [StoredEvent(*r) for r in rows]
+
+    def prune(self, now: float, retention: float) -> int:
+        """Delete history older than retention (never the current state); rows removed."""
+        cutoff = now - retention
+        with self._tx() as db:
+            n = db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM decisions WHERE at < ?", (cutoff,)).rowcount
+            n += db.execute(
+                "DELETE FROM sources WHERE state IN ('released', 'watched') AND last_seen < ?",
+                (cutoff,),
+            ).rowcount
+        return n
+
+    def _tx(self) -> _Tx:
+        return _Tx(self.db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, et: object, e: object, tb: object) -> None:
+        self.db.execute("COMMIT" if et is None else "ROLLBACK")
+
+
+def _net(text: str) -> Network:
+    return ipaddress.ip_network(text, strict=False)
