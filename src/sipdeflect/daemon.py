@@ -1,0 +1,264 @@
+# The daemon: one engine, fed by supervised sources, writing every decision to the store
+# before the firewall sees it, and serving the control socket. All engine access happens on
+# the event loop's thread (sources in other threads hop over with call_soon_threadsafe), so
+# the engine needs no locks. On start the engine is rebuilt from the store and the firewall
+# reconciled in one transaction; kill -9 at any point therefore loses nothing and leaves no
+# duplicate. SIGHUP reloads the allowlist and policy; SIGTERM/SIGINT stop cleanly.
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from sipdeflect.config import Config
+from sipdeflect.control import ControlServer
+from sipdeflect.decisions import Action, Address, Decision, Level, parse_target
+from sipdeflect.duration import parse_duration
+from sipdeflect.engine import Engine, Source, State, address
+from sipdeflect.errors import UsageError
+from sipdeflect.store.sqlite import SqliteStore
+from sipdeflect.supervise import Supervisor
+
+log = logging.getLogger("sipdeflect")
+WATCH_QUEUE = 1000  # per watcher; a slow `watch` client loses lines, never slows the daemon
+
+
+class Enforcer(Protocol):
+    """What the daemon needs from a firewall backend (adapted from firewall/)."""
+
+    def enforce(self, decisions: Sequence[Decision]) -> None:
+        """Apply these changes atomically (one transaction), killing stale flows."""
+
+    def reconcile(self, active: Sequence[Decision]) -> None:
+        """Make the firewall hold exactly ``active`` (one transaction)."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        enforcer: Enforcer,
+        store: SqliteStore,
+        *,
+        own: Iterable[Address] = (),
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.enforcer = enforcer
+        self.store = store
+        self.own = set(own)
+        self.dry_run = dry_run
+        self.clock = clock
+        self.engine = Engine(config.policy.to_policy(), allow=config.allow.networks(), own=self.own)
+        self.supervisor = Supervisor(self._report)
+        self.control = ControlServer(config.control.socket)
+        self.started = clock()
+        self.counters: dict[str, int] = {"signals": 0, "decisions": 0, "decoy_packets": 0}
+        self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._stop = asyncio.Event()
+        self._sources: dict[str, Callable[[Daemon], Awaitable[None]]] = {}
+        self._register_control()
+
+    # -- inputs (call on the loop thread) ---------------------------------------------------
+    def signal(self, source: Address, level: Level, reason: str) -> list[Decision]:
+        self.counters["signals"] += 1
+        out = self.engine.signal(source, level, reason, self.clock())
+        self._apply(out)
+        return out
+
+    def decoy_seen(self, source: Address) -> None:
+        self.counters["decoy_packets"] += 1
+        self.engine.decoy_seen(source, self.clock())
+
+    def tick(self) -> list[Decision]:
+        out = self.engine.tick(self.clock())
+        self._apply(out)
+        return out
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Send an event (a SIP message seen, a decision) to every `watch` client."""
+        for q in list(self._watchers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(event)
+
+    def restore(self) -> None:
+        self.engine.restore(self.store.load_sources(), self.store.load_manual())
+        if not self.dry_run:
+            self.enforcer.reconcile(
+                [
+                    d
+                    for d in self.engine.active()
+                    if d.action is not Action.ALLOW or d.origin != "config"
+                ]
+            )
+
+    def _apply(self, decisions: list[Decision]) -> None:
+        if not decisions:
+            return
+        touched: list[Source] = []
+        for d in decisions:
+            if d.target.num_addresses == 1:
+                src = self.engine.sources.get(d.target.network_address)
+                if src is not None:
+                    touched.append(src)
+        self.store.commit(decisions, touched)  # durable before the firewall changes
+        if not self.dry_run:
+            self.enforcer.enforce(decisions)
+        self.counters["decisions"] += len(decisions)
+        for d in decisions:
+            log.info("%s %s until=%s (%s; %s)", d.action, d.target, d.until, d.origin, d.reason)
+            self.publish({"type": "decision", **_decision_json(d, self.clock())})
+
+    def _report(self, name: str, message: str) -> None:
+        log.warning("source %s %s", name, message)
+        self.publish({"type": "supervisor", "source": name, "message": message})
+
+    # -- running ----------------------------------------------------------------------------
+    def add_source(self, name: str, run: Callable[[Daemon], Awaitable[None]]) -> None:
+        self._sources[name] = run
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run until stop() or SIGTERM/SIGINT; signals need the main thread."""
+        loop = asyncio.get_running_loop()
+        self.restore()
+        await self.control.start()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        for name, run in self._sources.items():
+            self.supervisor.start(name, lambda run=run: run(self))  # type: ignore[misc]
+        ticker = asyncio.create_task(self._ticker())
+        try:
+            await self._stop.wait()
+        finally:
+            ticker.cancel()
+            await self.supervisor.stop()
+            await self.control.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self, config: Config | None = None) -> None:
+        """SIGHUP: take the new allowlist and policy; engine state is kept."""
+        if config is not None:
+            self.config = config
+        self.engine.policy = self.config.policy.to_policy()
+        manual_allow = [d.target for d in self.engine.manual.values() if d.action is Action.ALLOW]
+        self.engine.allow = [*self.config.allow.networks(), *manual_allow]
+        log.info("configuration reloaded")
+
+    async def _ticker(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(1.0)
+
+    # -- control ----------------------------------------------------------------------------
+    def _register_control(self) -> None:
+        c = self.control
+        c.handler("status", self._status)
+        c.handler("list", self._list)
+        c.handler("show", self._show)
+        for action in (Action.BLOCK, Action.DEFLECT, Action.ALLOW, Action.RELEASE):
+            c.handler(action.value, self._manual_handler(action))
+        c.streamer("watch", self._watch)
+
+    async def _status(self, req: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        states: dict[str, int] = {s.value: 0 for s in State}
+        for src in self.engine.sources.values():
+            states[src.state.value] += 1
+        active: dict[str, int] = {a.value: 0 for a in (Action.DEFLECT, Action.BLOCK, Action.ALLOW)}
+        for d in self.engine.active():
+            active[d.action.value] += 1
+        return {
+            "uptime": round(now - self.started, 1),
+            "dry_run": self.dry_run,
+            "sources": states,
+            "active": active,
+            "counters": self.counters,
+            "parts": self.supervisor.status(),
+        }
+
+    async def _list(self, req: dict[str, Any]) -> dict[str, Any]:
+        now = self.clock()
+        return {"decisions": [_decision_json(d, now) for d in self.engine.active()]}
+
+    async def _show(self, req: dict[str, Any]) -> dict[str, Any]:
+        addr_text = str(req.get("address", ""))
+        try:
+            addr = address(addr_text)
+        except ValueError:
+            raise UsageError(f"not an IP address: {addr_text!r}") from None
+        src = self.engine.sources.get(addr)
+        now = self.clock()
+        return {
+            "address": str(addr),
+            "protected": self.engine.protected(addr),
+            "source": None
+            if src is None
+            else {
+                "state": src.state.value,
+                "level": src.level.name.lower(),
+                "first_seen": src.first_seen,
+                "last_seen": src.last_seen,
+                "since": src.since,
+                "until": src.until,
+                "offences": src.offences,
+                "reasons": src.reasons,
+            },
+            "history": [_decision_json(d, now) for d in self.store.history(str(addr))],
+            "events": [
+                e.__dict__
+                if hasattr(e, "__dict__")
+                else {"at": e.at, "kind": e.kind, "detail": e.detail}
+                for e in self.store.events(str(addr))[-50:]
+            ],
+        }
+
+    def _manual_handler(
+        self, action: Action
+    ) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+        async def handle(req: dict[str, Any]) -> dict[str, Any]:
+            target = parse_target(str(req.get("target", "")))
+            duration = req.get("duration")
+            secs = None if duration in (None, "") else parse_duration(duration)
+            out = self.engine.manual_decision(
+                action,
+                target,
+                self.clock(),
+                duration=secs,
+                reason=str(req.get("reason") or ""),
+                origin="cli",
+            )
+            self._apply(out)
+            return {"decisions": [_decision_json(d, self.clock()) for d in out]}
+
+        return handle
+
+    async def _watch(self, req: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WATCH_QUEUE)
+        self._watchers.add(q)
+        try:
+            yield {"type": "hello", "dry_run": self.dry_run}
+            while True:
+                yield await q.get()
+        finally:
+            self._watchers.discard(q)
+
+
+def _decision_json(d: Decision, now: float) -> dict[str, Any]:
+    return {
+        "target": str(d.target),
+        "action": d.action.value,
+        "until": d.until,
+        "remaining": d.remaining(now),
+        "origin": d.origin,
+        "reason": d.reason,
+        "at": d.at,
+    }

@@ -1,0 +1,160 @@
+"""The daemon's core through its real control socket.
+
+The firewall side is a recording enforcer here: it stands in for the firewall backends
+(tested for real in tests/firewall) so these tests check what the daemon asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sipdeflect.config import Config
+from sipdeflect.control import ControlClient, ControlError
+from sipdeflect.daemon import Daemon
+from sipdeflect.decisions import Action, Decision, Level, parse_target
+from sipdeflect.engine import address
+from sipdeflect.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.enforced: list[Decision] = []
+        self.reconciled: list[list[Decision]] = []
+
+    def enforce(self, decisions: Any) -> None:
+        self.enforced += decisions
+
+    def reconcile(self, active: Any) -> None:
+        self.reconciled.append(list(active))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_750_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _config(tmp: Path) -> Config:
+    return Config.model_validate(
+        {
+            "control": {"socket": str(tmp / "run" / "ctl.sock")},
+            "store": {"path": str(tmp / "state.db")},
+            "allow": {"addresses": ["198.51.100.0/24"]},
+        }
+    )
+
+
+class Running:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            task = asyncio.create_task(self.daemon.run(handle_signals=False))
+            while not self.daemon.control.path.exists():
+                await asyncio.sleep(0.01)
+            self.ready.set()
+            await task
+
+        self.loop.run_until_complete(main())
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        fut = asyncio.run_coroutine_threadsafe(_wrap(fn, *args), self.loop)
+        return fut.result(10)
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.daemon.stop)
+        self.thread.join(10)
+
+
+async def _wrap(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[Config, Ledger, Clock]:
+    return _config(tmp_path), Ledger(), Clock()
+
+
+def test_detection_to_block_and_control(parts: tuple[Config, Ledger, Clock]) -> None:
+    cfg, ledger, clock = parts
+    d = Daemon(cfg, ledger, SqliteStore(cfg.store.path), own=[address("192.0.2.10")], clock=clock)
+    atk = address("203.0.113.66")
+    with Running(d) as r:
+        c = ControlClient(cfg.control.socket)
+        out = r.call(d.signal, atk, Level.ATTACKER, "svcrack: 3 failed auths after challenge")
+        assert [x.action for x in out] == [Action.DEFLECT]
+        assert [x.action for x in ledger.enforced] == [Action.DEFLECT]
+        clock.now += 20  # the scanner went quiet in the decoy
+        r.call(d.tick)
+        assert [x.action for x in ledger.enforced] == [Action.DEFLECT, Action.BLOCK]
+        st = c.call("status")
+        assert st["sources"]["blocked"] == 1
+        assert st["active"] == {"deflect": 0, "block": 1, "allow": 1}
+        shown = c.call("show", address="203.0.113.66")
+        assert shown["source"]["state"] == "blocked"
+        assert [h["action"] for h in shown["history"]] == ["deflect", "block"]
+        # Manual commands: refused for own and allowlisted targets, with nothing changed.
+        for target in ("192.0.2.10", "198.51.100.9"):
+            with pytest.raises(ControlError, match="refusing"):
+                c.call("block", target=target)
+        got = c.call("deflect", target="203.0.113.0/28", duration="10m")
+        assert got["decisions"][0]["remaining"] == 600
+        listed = {(x["target"], x["action"]) for x in c.call("list")["decisions"]}
+        assert ("203.0.113.66/32", "block") in listed
+        assert ("203.0.113.0/28", "deflect") in listed
+        with pytest.raises(ControlError, match="not an IP"):
+            c.call("block", target="pbx.example")
+
+
+def test_restart_restores_and_reconciles_without_duplicates(
+    parts: tuple[Config, Ledger, Clock],
+) -> None:
+    cfg, ledger, clock = parts
+    d1 = Daemon(cfg, ledger, SqliteStore(cfg.store.path), clock=clock)
+    atk = address("203.0.113.66")
+    d1.signal(atk, Level.ATTACKER, "flood")
+    manual = d1.engine.manual_decision(
+        Action.BLOCK, parse_target("203.0.113.78"), clock.now, duration=3600
+    )
+    d1.store.commit(manual, [])
+    # A decision the engine made but that never reached the store must not come back.
+    d1.engine.manual_decision(Action.BLOCK, parse_target("203.0.113.77"), clock.now)
+    d1.store.close()  # as if killed: nothing else is written on the way out
+
+    ledger2 = Ledger()
+    d2 = Daemon(cfg, ledger2, SqliteStore(cfg.store.path), clock=clock)
+    d2.restore()
+    (active,) = ledger2.reconciled
+    got = sorted((str(x.target), x.action.value) for x in active)
+    assert got == [("203.0.113.66/32", "deflect"), ("203.0.113.78/32", "block")]
+    assert len(got) == len(set(got))
+
+
+def test_dry_run_decides_but_never_enforces(parts: tuple[Config, Ledger, Clock]) -> None:
+    cfg, ledger, clock = parts
+    d = Daemon(cfg, ledger, SqliteStore(cfg.store.path), clock=clock, dry_run=True)
+    out = d.signal(address("203.0.113.66"), Level.ATTACKER, "x")
+    assert [x.action for x in out] == [Action.DEFLECT]
+    d.restore()
+    assert ledger.enforced == []
+    assert ledger.reconciled == []
