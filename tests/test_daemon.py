@@ -7,6 +7,9 @@ The firewall side is a recording enforcer here: it stands in for the firewall ba
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -124,6 +127,22 @@ def test_detection_to_block_and_control(parts: tuple[Config, Ledger, Clock]) -> 
         assert ("203.0.113.0/28", "deflect") in listed
         with pytest.raises(ControlError, match="not an IP"):
             c.call("block", target="pbx.example")
+        # The CLI over the same socket: JSON for scripts, readable text for people.
+        cli = [sys.executable, "-m", "sipdeflect"]
+        sock = ["--socket", cfg.control.socket]
+        res = subprocess.run([*cli, "status", *sock, "--json"], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["sources"]["blocked"] == 1
+        res = subprocess.run([*cli, "show", "203.0.113.66", *sock], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert "state blocked" in res.stdout
+        assert "svcrack: 3 failed auths after challenge" in res.stdout
+        res = subprocess.run(
+            [*cli, "status", "--socket", "/nonexistent/x.sock"], capture_output=True, text=True
+        )
+        assert res.returncode == 2
+        assert res.stderr.count("\n") == 1
+        assert "not reachable" in res.stderr
 
 
 def test_restart_restores_and_reconciles_without_duplicates(

@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape as markup_escape
 
 import sipdeflect
 from sipdeflect import commands
@@ -57,5 +58,7 @@ def main() -> None:
     try:
         app()
     except SipDeflectError as exc:
-        Console(stderr=True).print(f"[bold red]sipdeflect:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]sipdeflect:[/] {markup_escape(str(exc))}", highlight=False
+        )
         sys.exit(2)
