@@ -11,10 +11,12 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sipdeflect.config import Config
 from sipdeflect.control import ControlClient, ControlError
@@ -50,6 +52,7 @@ def _config(tmp: Path) -> Config:
     return Config.model_validate(
         {
             "control": {"socket": str(tmp / "run" / "ctl.sock")},
+            "metrics": {"listen": "127.0.0.1:0"},
             "store": {"path": str(tmp / "state.db")},
             "allow": {"addresses": ["198.51.100.0/24"]},
         }
@@ -127,6 +130,26 @@ def test_detection_to_block_and_control(parts: tuple[Config, Ledger, Clock]) -> 
         assert ("203.0.113.0/28", "deflect") in listed
         with pytest.raises(ControlError, match="not an IP"):
             c.call("block", target="pbx.example")
+        # Metrics, read back over HTTP and parsed with prometheus_client's own parser.
+        assert d.metrics.address is not None
+        port = d.metrics.address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+        assert (
+            samples[("sipdeflect_decisions_total", (("action", "deflect"), ("origin", "engine")))]
+            == 1
+        )
+        assert (
+            samples[("sipdeflect_decisions_total", (("action", "deflect"), ("origin", "cli")))] == 1
+        )
+        assert samples[("sipdeflect_sources_quit_total", ())] == 1
+        assert samples[("sipdeflect_active_elements", (("set", "block"),))] == 1
+        assert samples[("sipdeflect_active_elements", (("set", "deflect"),))] == 1
         # The CLI over the same socket: JSON for scripts, readable text for people.
         cli = [sys.executable, "-m", "sipdeflect"]
         sock = ["--socket", cfg.control.socket]

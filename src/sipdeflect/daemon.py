@@ -20,6 +20,7 @@ from sipdeflect.decisions import Action, Address, Decision, Level, parse_target
 from sipdeflect.duration import parse_duration
 from sipdeflect.engine import Engine, Source, State, address
 from sipdeflect.errors import UsageError
+from sipdeflect.metrics import Metrics
 from sipdeflect.store.sqlite import SqliteStore
 from sipdeflect.supervise import Supervisor
 
@@ -57,6 +58,7 @@ class Daemon:
         self.engine = Engine(config.policy.to_policy(), allow=config.allow.networks(), own=self.own)
         self.supervisor = Supervisor(self._report)
         self.control = ControlServer(config.control.socket)
+        self.metrics = Metrics()
         self.started = clock()
         self.counters: dict[str, int] = {"signals": 0, "decisions": 0, "decoy_packets": 0}
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -110,9 +112,20 @@ class Daemon:
         if not self.dry_run:
             self.enforcer.enforce(decisions)
         self.counters["decisions"] += len(decisions)
+        self._refresh_gauges()
         for d in decisions:
+            self.metrics.decisions.labels(d.action.value, d.origin).inc()
+            if d.reason.startswith("quiet"):
+                self.metrics.sources_quit.inc()
             log.info("%s %s until=%s (%s; %s)", d.action, d.target, d.until, d.origin, d.reason)
             self.publish({"type": "decision", **_decision_json(d, self.clock())})
+
+    def _refresh_gauges(self) -> None:
+        counts = dict.fromkeys(("deflect", "block", "allow"), 0)
+        for d in self.engine.active():
+            counts[d.action.value] = counts.get(d.action.value, 0) + 1
+        for name, n in counts.items():
+            self.metrics.active.labels(name).set(n)
 
     def _report(self, name: str, message: str) -> None:
         log.warning("source %s %s", name, message)
@@ -126,7 +139,11 @@ class Daemon:
         """Run until stop() or SIGTERM/SIGINT; signals need the main thread."""
         loop = asyncio.get_running_loop()
         self.restore()
-        await self.control.start()
+        self._refresh_gauges()
+        if self.config.metrics.listen:
+            host, port = self.metrics.serve(self.config.metrics.listen)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        await self.control.start()  # last: a reachable socket means the daemon is up
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
@@ -140,6 +157,7 @@ class Daemon:
             ticker.cancel()
             await self.supervisor.stop()
             await self.control.close()
+            self.metrics.close()
 
     def stop(self) -> None:
         self._stop.set()
