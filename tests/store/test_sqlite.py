@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from sipdeflect.decisions import Action, Level, parse_target
 from sipdeflect.engine import Engine, Policy, State, address
 from sipdeflect.store.sqlite import SqliteStore
@@ -104,3 +106,20 @@ def test_kill_9_loses_no_committed_decision(tmp_path: Path) -> None:
     n_decisions = store.count_decisions()
     assert n_decisions == len(sources)
     assert len(sources) - len(reported) <= 1  # at most the one in flight when killed
+
+
+def test_traffic_is_bucketed_per_minute_and_summed(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    rows = [("203.0.113.66", T0 + i, "decoy", 1, 400, 1) for i in range(150)]
+    store.account(rows[:70])
+    store.account(rows[70:])
+    store.account([("203.0.113.66", T0 + 5, "pbx", 3, 1200, 0)])
+    got = store.traffic(source="203.0.113.66")
+    decoy = [r for r in got if r.place == "decoy"]
+    assert sum(r.packets for r in decoy) == 150
+    assert sum(r.bytes for r in decoy) == 60_000
+    assert all(r.bucket % 60 == 0 for r in got)
+    assert len(decoy) == len({int((T0 + i) // 60) for i in range(150)})
+    assert [r.packets for r in got if r.place == "pbx"] == [3]
+    with pytest.raises(ValueError, match="place must be one of"):
+        store.account([("x", T0, "nowhere", 1, 1, 0)])

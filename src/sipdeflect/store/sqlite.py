@@ -33,9 +33,16 @@ CREATE TABLE IF NOT EXISTS manual (
     reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
-    detail TEXT NOT NULL);
+    detail TEXT NOT NULL, account TEXT, user_agent TEXT);
 CREATE INDEX IF NOT EXISTS events_source ON events (source, at);
+CREATE TABLE IF NOT EXISTS traffic (
+    source TEXT NOT NULL, bucket INTEGER NOT NULL, place TEXT NOT NULL,
+    packets INTEGER NOT NULL, bytes INTEGER NOT NULL, replies INTEGER NOT NULL,
+    PRIMARY KEY (source, bucket, place)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traffic_bucket ON traffic (bucket);
 """
+TRAFFIC_BUCKET = 60  # seconds: the resolution traffic is kept at
+PLACES = ("pbx", "decoy", "dropped")  # where a source's packets went
 SCHEMA_VERSION = "1"
 
 
@@ -45,6 +52,18 @@ class StoredEvent:
     source: str
     kind: str
     detail: str
+    account: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficRow:
+    source: str
+    bucket: int  # epoch seconds, a multiple of TRAFFIC_BUCKET
+    place: str  # one of PLACES
+    packets: int
+    bytes: int
+    replies: int
 
 
 class StoreProtocol(Protocol):
@@ -151,7 +170,17 @@ class SqliteStore:
         return int(self.db.execute("SELECT count(*) FROM decisions").fetchone()[0])
 
     # -- events ------------------------------------------------------------------------------
-    def record_event(self, at: float, source: str, kind: str, detail: str) -> bool:
+    def record_event(
+        self,
+        at: float,
+        source: str,
+        kind: str,
+        detail: str,
+        *,
+        account: str | None = None,
+        user_agent: str | None = None,
+    ) -> bool:
+
         """Keep at most events_per_minute events per source and minute; True if kept."""
         key = (source, int(at // 60))
         n = self._sampled.get(key, 0)
@@ -162,23 +191,73 @@ class SqliteStore:
             self._sampled = {k: v for k, v in self._sampled.items() if k[1] >= minute}
         self._sampled[key] = n + 1
         self.db.execute(
-            "INSERT INTO events (at, source, kind, detail) VALUES (?, ?, ?, ?)",
-            (at, source, kind, detail),
+            "INSERT INTO events (at, source, kind, detail, account, user_agent) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (at, source, kind, detail, account, user_agent),
         )
         return True
 
-    def events(self, source: str) -> list[StoredEvent]:
-        rows = self.db.execute(
-            "SELECT at, source, kind, detail FROM events WHERE source = ? ORDER BY at, id",
-            (source,),
-        )
+    def events(self, source: str | None = None, since: float = 0.0) -> list[StoredEvent]:
+        """Events of one source (or all), oldest first."""
+        cols = "SELECT at, source, kind, detail, account, user_agent FROM events"
+        if source is None:
+            rows = self.db.execute(f"{cols} WHERE at >= ? ORDER BY at, id", (since,))
+        else:
+            rows = self.db.execute(
+                f"{cols} WHERE source = ? AND at >= ? ORDER BY at, id", (source, since)
+            )
         return [StoredEvent(*r) for r in rows]
+
+    # -- traffic -----------------------------------------------------------------------------
+    def account(self, rows: Iterable[tuple[str, float, str, int, int, int]]) -> None:
+        """Add (source, time, place, packets, bytes, replies) into per-minute buckets."""
+        data = []
+        for source, at, place, packets, nbytes, replies in rows:
+            if place not in PLACES:
+                raise ValueError(f"place must be one of {PLACES}, not {place!r}")
+            data.append(
+                (
+                    source,
+                    int(at // TRAFFIC_BUCKET) * TRAFFIC_BUCKET,
+                    place,
+                    packets,
+                    nbytes,
+                    replies,
+                )
+            )
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO traffic VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "packets = packets + excluded.packets, bytes = bytes + excluded.bytes, "
+                "replies = replies + excluded.replies",
+                data,
+            )
+
+    def traffic(self, since: float = 0.0, source: str | None = None) -> list[TrafficRow]:
+        cols = "SELECT source, bucket, place, packets, bytes, replies FROM traffic"
+        if source is None:
+            rows = self.db.execute(f"{cols} WHERE bucket >= ? ORDER BY bucket", (since,))
+        else:
+            rows = self.db.execute(
+                f"{cols} WHERE source = ? AND bucket >= ? ORDER BY bucket", (source, since)
+            )
+        return [TrafficRow(*r) for r in rows]
+
+    def decisions(self, since: float = 0.0) -> list[Decision]:
+        rows = self.db.execute(
+            "SELECT target, action, until, origin, reason, at FROM decisions "
+            "WHERE at >= ? ORDER BY id",
+            (since,),
+        )
+        return [Decision(_net(t), Action(a), u, o, r, at) for t, a, u, o, r, at in rows]
 
     def prune(self, now: float, retention: float) -> int:
         """Delete history older than retention (never the current state); rows removed."""
         cutoff = now - retention
         with self._tx() as db:
             n = db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
+            n += db.execute("DELETE FROM traffic WHERE bucket < ?", (cutoff,)).rowcount
+
             n += db.execute("DELETE FROM decisions WHERE at < ?", (cutoff,)).rowcount
             n += db.execute(
                 "DELETE FROM sources WHERE state IN ('released', 'watched') AND last_seen < ?",
