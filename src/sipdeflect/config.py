@@ -155,6 +155,12 @@ class Metrics(_Section):
     listen: str = Field("", description='Prometheus endpoint, e.g. "127.0.0.1:9560"; empty: off')
 
 
+class ReportSection(_Section):
+    org: str = Field("", description="your organisation, as abuse reports name it")
+    contact: str = Field("", description="the address abuse desks should reply to")
+    domain: str = Field("", description="your domain, for the XARF reporter block")
+
+
 class Config(_Section):
     sip: Sip = Sip()
     decoy: Decoy = Decoy()
@@ -165,6 +171,7 @@ class Config(_Section):
     store: Store = Store()
     control: Control = Control()
     metrics: Metrics = Metrics()
+    report: ReportSection = ReportSection()
 
 
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:

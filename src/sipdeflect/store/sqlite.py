@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS manual (
     reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, source TEXT NOT NULL, kind TEXT NOT NULL,
-    detail TEXT NOT NULL, account TEXT, user_agent TEXT);
+    detail TEXT NOT NULL, account TEXT, user_agent TEXT, port INTEGER);
 CREATE INDEX IF NOT EXISTS events_source ON events (source, at);
 CREATE TABLE IF NOT EXISTS traffic (
     source TEXT NOT NULL, bucket INTEGER NOT NULL, place TEXT NOT NULL,
@@ -54,6 +54,7 @@ class StoredEvent:
     detail: str
     account: str | None = None
     user_agent: str | None = None
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +180,8 @@ class SqliteStore:
         *,
         account: str | None = None,
         user_agent: str | None = None,
+        port: int | None = None,
     ) -> bool:
-
         """Keep at most events_per_minute events per source and minute; True if kept."""
         key = (source, int(at // 60))
         n = self._sampled.get(key, 0)
@@ -191,15 +192,16 @@ class SqliteStore:
             self._sampled = {k: v for k, v in self._sampled.items() if k[1] >= minute}
         self._sampled[key] = n + 1
         self.db.execute(
-            "INSERT INTO events (at, source, kind, detail, account, user_agent) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (at, source, kind, detail, account, user_agent),
+            "INSERT INTO events (at, source, kind, detail, account, user_agent, port) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, source, kind, detail, account, user_agent, port),
         )
         return True
 
     def events(self, source: str | None = None, since: float = 0.0) -> list[StoredEvent]:
         """Events of one source (or all), oldest first."""
-        cols = "SELECT at, source, kind, detail, account, user_agent FROM events"
+        cols = "SELECT at, source, kind, detail, account, user_agent, port FROM events"
+
         if source is None:
             rows = self.db.execute(f"{cols} WHERE at >= ? ORDER BY at, id", (since,))
         else:

@@ -1,0 +1,108 @@
+"""The HTML/PNG report, generated through the CLI from an engine-driven store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sipdeflect.report.traffic import build_model
+from tests.report.scenario import attack_store
+
+
+def test_model_accounts_for_every_packet(tmp_path: Path) -> None:
+    store = attack_store(tmp_path / "s.db")
+    m = build_model(store.traffic(), store.events(), store.decisions())
+    total = sum(r.packets for r in store.traffic())
+    assert sum(sum(v) for v in m.series.values()) == total
+    assert m.sources[0].source == "203.0.113.66"
+    assert m.sources[0].final_action == "block"
+    assert set(m.sources[0].accounts) == {"100", "101", "1000"}
+    assert [d.action.value for d in m.marks] == ["deflect", "block", "deflect", "block"]
+
+
+def test_cli_writes_report(tmp_path: Path) -> None:
+    attack_store(tmp_path / "s.db").close()
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sipdeflect",
+            "report",
+            "--db",
+            str(tmp_path / "s.db"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    for name in ("traffic", "top", "timelines"):
+        png = (out / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert len(png) > 10_000
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "friendly-scanner (" in page
+    assert "2025-11-24 16:00:00Z" in page
+
+
+def test_cli_abuse_report(tmp_path: Path) -> None:
+    attack_store(tmp_path / "s.db").close()
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sipdeflect",
+            "abuse-report",
+            "203.0.113.66",
+            "--db",
+            str(tmp_path / "s.db"),
+            "--out",
+            str(tmp_path),
+            "--org",
+            "Example",
+            "--contact",
+            "abuse@pbx.example",
+            "--domain",
+            "pbx.example",
+            "--own",
+            "192.0.2.10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    email = (tmp_path / "203.0.113.66.email.txt").read_text()
+    assert "192.0.2.10" not in email
+    assert 'response="x"' not in email
+    assert "deflect" in email
+    assert "block" in email
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sipdeflect",
+            "abuse-report",
+            "203.0.113.99",
+            "--db",
+            str(tmp_path / "s.db"),
+            "--org",
+            "E",
+            "--contact",
+            "a@e.x",
+            "--domain",
+            "e.x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert "nothing recorded about 203.0.113.99" in res.stderr
