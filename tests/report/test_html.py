@@ -15,9 +15,15 @@ def test_model_accounts_for_every_packet(tmp_path: Path) -> None:
     m = build_model(store.traffic(), store.events(), store.decisions())
     total = sum(r.packets for r in store.traffic())
     assert sum(sum(v) for v in m.series.values()) == total
-    assert m.sources[0].source == "203.0.113.66"
-    assert m.sources[0].final_action == "block"
-    assert set(m.sources[0].accounts) == {"100", "101", "1000"}
+    by_name = {s.source: s for s in m.sources}
+    # The flooder never stops, so it sent the most, most of it dropped after its block.
+    flooder, scanner = by_name["198.51.100.23"], by_name["203.0.113.66"]
+    assert m.sources[0] is flooder
+    assert flooder.by_place["dropped"] > flooder.by_place["decoy"] > 0
+    assert scanner.by_place["dropped"] == 0  # it gave up in the decoy
+    assert flooder.final_action == scanner.final_action == "block"
+    assert set(scanner.accounts) == {"100", "101", "1000"}
+
     assert [d.action.value for d in m.marks] == ["deflect", "block", "deflect", "block"]
 
 
