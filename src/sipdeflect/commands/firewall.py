@@ -4,14 +4,17 @@
 # SipDeflectError becomes a one-line message and exit status 2 (see sipdeflect.cli).
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sipdeflect.errors import UsageError
+from sipdeflect.errors import SipDeflectError, UsageError
 from sipdeflect.firewall import plan as planner
 from sipdeflect.firewall import state as fstate
 from sipdeflect.firewall.backend import Backend, Runner, get_backend, own_addresses
@@ -26,6 +29,7 @@ from sipdeflect.firewall.model import (
     show_target,
 )
 
+P = ParamSpec("P")
 DEFAULT_BACKEND = "nftables"
 DEFAULT_BLOCK_FOR = "1h"
 DEFAULT_DEFLECT_FOR = "10m"
@@ -43,6 +47,22 @@ StateDirOpt = typer.Option(
     help="Where setup remembers its settings [default: /var/lib/sipdeflect].",
 )
 NetnsOpt = typer.Option(None, "--netns", help="Act inside this network namespace (labs and tests).")
+
+
+def _one_line(fn: Callable[P, None]) -> Callable[P, None]:
+    """Print our errors unwrapped (rich would wrap a long message at the terminal
+    width) as the one line `sipdeflect: ...`, exit status 2, like sipdeflect.cli."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except SipDeflectError as exc:
+            msg = " ".join(str(exc).split())
+            typer.echo(f"sipdeflect: {msg}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 def _context(
@@ -88,6 +108,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(fw, name="firewall")
 
     @fw.command("setup")
+    @_one_line
     def setup(
         backend: str | None = BackendOpt,
         sip_port: list[int] = typer.Option(  # noqa: B008
@@ -110,6 +131,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{be.name}: set up (SIP ports {ports} -> decoy port {settings.decoy_port})")
 
     @fw.command("teardown")
+    @_one_line
     def teardown(
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
@@ -123,6 +145,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{be.name}: removed")
 
     @fw.command("show")
+    @_one_line
     def show(
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
@@ -136,6 +159,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(be.show().rstrip())
 
     @app.command("block")
+    @_one_line
     def block(
         addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
         for_: str = typer.Option(DEFAULT_BLOCK_FOR, "--for", help="How long, e.g. 90s, 1h, 2d."),
@@ -149,6 +173,7 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command("deflect")
+    @_one_line
     def deflect(
         addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
         for_: str = typer.Option(DEFAULT_DEFLECT_FOR, "--for", help="How long, e.g. 10m."),
@@ -162,6 +187,7 @@ def register(app: typer.Typer) -> None:
         )
 
     @app.command("allow")
+    @_one_line
     def allow(
         addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
         for_: str | None = typer.Option(None, "--for", help="Expire after this long."),
@@ -178,6 +204,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"allow: {show_target(t)}")
 
     @app.command("release")
+    @_one_line
     def release(
         addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
         backend: str | None = BackendOpt,
@@ -192,6 +219,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"released: {show_target(t)}")
 
     @app.command("list")
+    @_one_line
     def list_(
         as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
         backend: str | None = BackendOpt,
