@@ -46,9 +46,11 @@ def iptables_rules(lab: Lab) -> list[str]:
     """Rules and user chains of both families; empty built-in tables are ignored."""
     out = []
     for tool in ("iptables-save", "ip6tables-save"):
-        for line in lab.pbx.run([tool]).stdout.splitlines():
-            if line.startswith("-A") or (line.startswith(":") and "ACCEPT" not in line):
-                out.append(f"{tool} {line}")
+        out += [
+            f"{tool} {line}"
+            for line in lab.pbx.run([tool]).stdout.splitlines()
+            if line.startswith("-A") or (line.startswith(":") and "ACCEPT" not in line)
+        ]
     return out
 
 

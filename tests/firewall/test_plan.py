@@ -286,13 +286,31 @@ def test_pf_anchor_rules_and_argv() -> None:
     assert argv == [
         (["pfctl", "-a", "sipdeflect", "-f", "-"], pf.anchor_rules(ST)),
         (
-            ["pfctl", "-a", "sipdeflect", "-t", "sipdeflect_block", "-T", "delete"]
-            + ["198.51.100.7/32", "2001:db8:1::/48"],
+            [
+                "pfctl",
+                "-a",
+                "sipdeflect",
+                "-t",
+                "sipdeflect_block",
+                "-T",
+                "delete",
+                "198.51.100.7/32",
+                "2001:db8:1::/48",
+            ],
             None,
         ),
         (
-            ["pfctl", "-a", "sipdeflect", "-t", "sipdeflect_deflect", "-T", "add"]
-            + ["198.51.100.7/32", "2001:db8:1::/48"],
+            [
+                "pfctl",
+                "-a",
+                "sipdeflect",
+                "-t",
+                "sipdeflect_deflect",
+                "-T",
+                "add",
+                "198.51.100.7/32",
+                "2001:db8:1::/48",
+            ],
             None,
         ),
         (["pfctl", "-k", "198.51.100.7/32"], None),
