@@ -1,0 +1,112 @@
+# Firewall vocabulary as frozen values: three sets (allow, deflect, block) holding
+# normalised IPv4/IPv6 networks (a single address is a /32 or /128), elements with an
+# optional kernel timeout, and the settings a ruleset is built from. Parsing of user
+# input (addresses, durations) lives here so every front end rejects the same things.
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sipdeflect.errors import UsageError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_SIP_PORTS: tuple[int, ...] = (5060,)
+DEFAULT_DECOY_PORT = 5070
+DEFAULT_TABLE = "sipdeflect"
+# Widest prefixes we accept: anything wider is almost certainly a typo (0.0.0.0/0).
+MIN_PREFIX = {4: 8, 6: 32}
+# ipset caps timeouts at 2147483 s; use the same cap everywhere so plans are portable.
+MAX_TIMEOUT = 2_147_483
+
+
+class SetName(StrEnum):
+    ALLOW = "allow"
+    DEFLECT = "deflect"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One member of a set; timeout in whole seconds, None = until released."""
+
+    target: Network
+    timeout: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A set member as the kernel reports it (what `list` shows)."""
+
+    set: SetName
+    target: Network
+    timeout: int | None = None  # as added, when the backend remembers it
+    expires: int | None = None  # seconds left, None = no expiry
+    packets: int | None = None  # None where the backend has no per-element counters
+    bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallSettings:
+    sip_ports: tuple[int, ...] = DEFAULT_SIP_PORTS
+    decoy_port: int = DEFAULT_DECOY_PORT
+    table: str = DEFAULT_TABLE
+
+    def __post_init__(self) -> None:
+        if not self.sip_ports:
+            raise UsageError("at least one SIP port is needed")
+        for port in (*self.sip_ports, self.decoy_port):
+            if not 1 <= port <= 65535:
+                raise UsageError(f"port {port} is not in 1-65535")
+        if self.decoy_port in self.sip_ports:
+            raise UsageError(f"decoy port {self.decoy_port} is also a SIP port")
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,23}", self.table):
+            raise UsageError(f"table name {self.table!r}: use 1-24 of [a-z0-9_], letter first")
+
+
+def parse_target(text: str) -> Network:
+    """An address or prefix typed by a user, normalised; host bits must be clear."""
+    raw = text.strip()
+    try:
+        net = ipaddress.ip_network(raw, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(raw, strict=False)
+        except ValueError:
+            raise UsageError(f"{text!r} is not an IP address or prefix") from None
+        raise UsageError(f"{text!r} has host bits set; did you mean {loose}?") from None
+    if net.prefixlen < MIN_PREFIX[net.version]:
+        raise UsageError(
+            f"{net} is too wide: prefixes wider than /{MIN_PREFIX[net.version]} are refused"
+        )
+    return net
+
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """'90', '90s', '15m', '1h30m', '2d' -> seconds (1 .. MAX_TIMEOUT)."""
+    raw = text.strip().lower()
+    if raw.isdigit():
+        seconds = int(raw)
+    else:
+        parts = _DURATION.findall(raw)
+        if not parts or "".join(n + u for n, u in parts) != raw:
+            raise UsageError(f"{text!r} is not a duration (examples: 90s, 15m, 1h30m, 2d)")
+        seconds = sum(int(n) * _UNIT[u] for n, u in parts)
+    if not 1 <= seconds <= MAX_TIMEOUT:
+        raise UsageError(f"duration {text!r} must be between 1 s and {MAX_TIMEOUT} s")
+    return seconds
+
+
+def is_single(net: Network) -> bool:
+    return net.prefixlen == net.max_prefixlen
+
+
+def show_target(net: Network) -> str:
+    """A single address without its /32 or /128; prefixes as CIDR."""
+    return str(net.network_address) if is_single(net) else str(net)
