@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
     @_one_line
     def setup(
         backend: str | None = BackendOpt,
-        sip_port: list[int] = typer.Option(  # noqa: B008
+        sip_port: list[int] = typer.Option(
             list(DEFAULT_SIP_PORTS), "--sip-port", help="PBX SIP port (UDP and TCP); repeatable."
         ),
         decoy_port: int = typer.Option(
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
     @app.command("block")
     @_one_line
     def block(
-        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
+        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),
         for_: str = typer.Option(DEFAULT_BLOCK_FOR, "--for", help="How long, e.g. 90s, 1h, 2d."),
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
     @app.command("deflect")
     @_one_line
     def deflect(
-        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
+        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),
         for_: str = typer.Option(DEFAULT_DEFLECT_FOR, "--for", help="How long, e.g. 10m."),
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
@@ -189,7 +189,7 @@ def register(app: typer.Typer) -> None:
     @app.command("allow")
     @_one_line
     def allow(
-        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
+        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),
         for_: str | None = typer.Option(None, "--for", help="Expire after this long."),
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
     @app.command("release")
     @_one_line
     def release(
-        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),  # noqa: B008
+        addrs: list[str] = typer.Argument(None, help="Addresses or prefixes."),
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
         netns: str | None = NetnsOpt,
