@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sipdeflect.firewall.backend import own_addresses
+from sipdeflect.firewall.backend import Runner, get_backend, own_addresses
 from sipdeflect.firewall.model import Element, SetName
 from sipdeflect.firewall.plan import (
     Plan,
@@ -67,7 +67,7 @@ def test_deflect_block_allow_both_families(lab: Lab, backend: str) -> None:
     # Force the allowlisted hosts into block and deflect behind the planner's back:
     # the kernel rules themselves must let allow win.
     for s in (SetName.BLOCK, SetName.DEFLECT):
-        be.apply(Plan((Put(s, (Element(net(a4), 60), Element(net(a6), 60))),)))
+        be.apply(Plan((Put.of(s, (Element(net(a4), 60), Element(net(a6), 60))),)))
     seen = {src: lab.probe(lab.sender(src)) for src in (d4, b4, a4, n4, d6, b6, a6, n6)}
     assert seen == {
         d4: "decoy",
@@ -166,7 +166,7 @@ def test_stale_flow_is_cut_on_deflect_and_block(lab: Lab, backend: str) -> None:
         assert "sport=40000" in flows
         assert "UNREPLIED" not in flows
         # The trap: adding to the deflect set alone does not touch the established flow.
-        be.apply(Plan((Put(SetName.DEFLECT, (Element(net(src), 60),)),)))
+        be.apply(Plan((Put.of(SetName.DEFLECT, (Element(net(src), 60),)),)))
         assert lab.probe(scanner) == "pbx"
         # The real deflect kills the flow: the very next packet goes to the decoy.
         be.apply(plan_deflect([net(src)], 60))
@@ -188,3 +188,25 @@ def test_iptables_legacy_variant_blocks_and_deflects(lab: Lab) -> None:
     assert lab.probe(lab.sender(SRC4[2])) == "pbx"
     be.apply(plan_teardown(SETTINGS))
     assert "SIPDEFLECT" not in lab.pbx.run(["iptables-legacy-save"]).stdout
+
+
+def test_nft_apply_never_lists_the_whole_table(lab: Lab) -> None:
+    # `nft list tables/ruleset/table` fetch every set element: with a million blocks that
+    # took over a minute per call. Applying must only ever read the small sets it needs.
+    log: list[list[str]] = []
+    be = get_backend("nftables", SETTINGS, Runner(netns=lab.pbx.name, log=log))
+    be.apply(plan_setup(SETTINGS))
+    targets = [net(f"198.51.{i // 256}.{i % 256}") for i in range(2000)]
+    be.apply(plan_block(targets, 600))
+    be.apply(plan_deflect([net("203.0.113.0/24")], 60))
+    assert be.installed()
+    listings = [argv for argv in log if "list" in argv]
+    assert listings, "expected the cheap per-set existence check"
+    for argv in listings:
+        assert argv[argv.index("list") + 1] == "set", argv
+        # allow4 (existence check) or an interval set of prefixes, never a hash set of
+        # single addresses (where the millions live)
+        assert argv[-1] == "allow4" or argv[-1].endswith("_net"), argv
+
+    be.apply(plan_teardown(SETTINGS))
+    assert not be.installed()

@@ -109,63 +109,42 @@ def test_block_and_deflect_refuse(target: str, why: str) -> None:
 def test_plans_keep_allow_winning() -> None:
     a, b = net("198.51.100.7/32"), net("2001:db8::7/128")
     assert plan_block([a, b, a], 30).ops == (
-        Put(SetName.BLOCK, (Element(a, 30), Element(b, 30))),
+        Put.of(SetName.BLOCK, (Element(a, 30), Element(b, 30))),
         FlushFlows((a, b)),
     )
     assert plan_deflect([a], 30).ops == (
         Remove(SetName.BLOCK, (a,)),
-        Put(SetName.DEFLECT, (Element(a, 30),)),
+        Put.of(SetName.DEFLECT, (Element(a, 30),)),
         FlushFlows((a,)),
     )
     assert [type(op) for op in plan_allow([a]).ops] == [Remove, Remove, Put, FlushFlows]
     assert {op.set for op in plan_release([a]).ops if isinstance(op, Remove)} == set(SetName)
 
 
-def test_nft_batch_exact_json() -> None:
+def test_nft_element_script_exact_text() -> None:
     a, p = net("198.51.100.7/32"), net("2001:db8:1::/48")
-    doc = nftables.batch(plan_block([a, p], 30), "sipdeflect")
-    assert doc == {
-        "nftables": [
-            {
-                "add": {
-                    "element": {
-                        "family": "inet",
-                        "table": "sipdeflect",
-                        "name": "block4",
-                        "elem": [{"elem": {"val": "198.51.100.7", "timeout": 30}}],
-                    }
-                }
-            },
-            {
-                "add": {
-                    "element": {
-                        "family": "inet",
-                        "table": "sipdeflect",
-                        "name": "block6_net",
-                        "elem": [
-                            {
-                                "elem": {
-                                    "val": {"prefix": {"addr": "2001:db8:1::", "len": 48}},
-                                    "timeout": 30,
-                                }
-                            }
-                        ],
-                    }
-                }
-            },
-        ]
-    }
+    plan = plan_block([a, p], 30)
+    assert nftables.element_script(plan, "sipdeflect") == (
+        "add element inet sipdeflect block4 { 198.51.100.7 timeout 30s }\n"
+        "add element inet sipdeflect block6_net { 2001:db8:1::/48 timeout 30s }\n"
+    )
+    assert nftables.batch(plan) == {"nftables": []}  # elements never go through JSON
+    mixed = Put.of(SetName.DEFLECT, (Element(a, None), Element(net("203.0.113.9/32"), 5)))
+    assert nftables.element_script(Plan((mixed,)), "t") == (
+        "add element inet t deflect4 { 198.51.100.7, 203.0.113.9 timeout 5s }\n"
+    )
 
 
 def test_nft_remove_is_safe_for_absent_elements() -> None:
     a, p, q = net("198.51.100.7/32"), net("203.0.113.0/24"), net("198.51.100.0/25")
     plan = Plan((Remove(SetName.DEFLECT, (a, p, q)),))
     assert nftables.interval_sets_touched(plan) == {"deflect4_net"}
-    cmds = nftables.batch(plan, "t", {"deflect4_net": {q}})["nftables"]
-    verbs = [(next(iter(c)), c[next(iter(c))]["element"]["name"]) for c in cmds]
     # hash set: add-then-delete; interval set: delete only what is present (q, not p)
-    assert verbs == [("add", "deflect4"), ("delete", "deflect4"), ("delete", "deflect4_net")]
-    assert cmds[2]["delete"]["element"]["elem"] == [{"prefix": {"addr": "198.51.100.0", "len": 25}}]
+    assert nftables.element_script(plan, "t", {"deflect4_net": {q}}).splitlines() == [
+        "add element inet t deflect4 { 198.51.100.7 }",
+        "delete element inet t deflect4 { 198.51.100.7 }",
+        "delete element inet t deflect4_net { 198.51.100.0/25 }",
+    ]
 
 
 def test_nft_setup_hooks_before_conntrack_and_redirects_sip_ports() -> None:
@@ -225,7 +204,7 @@ def test_nft_parse_listing() -> None:
 
 def test_ipset_and_iptables_restore_text() -> None:
     a, p = net("198.51.100.7/32"), net("2001:db8:1::/48")
-    put = Put(SetName.BLOCK, (Element(a, 30), Element(p, None)))
+    put = Put.of(SetName.BLOCK, (Element(a, 30), Element(p, None)))
     assert iptables.element_lines("sipdeflect", put) == [
         "add sipdeflect-block4 198.51.100.7 timeout 30",
         "add sipdeflect-block6n 2001:db8:1::/48 timeout 0",
@@ -319,7 +298,7 @@ def test_pf_anchor_rules_and_argv() -> None:
         (["pfctl", "-k", "::/0", "-k", "2001:db8:1::/48"], None),
     ]
     many = [net(f"10.0.{i // 256}.{i % 256}/32") for i in range(1200)]
-    chunks = pf.plan_argv(Plan((Put(SetName.BLOCK, tuple(Element(t) for t in many)),)), ST)
+    chunks = pf.plan_argv(Plan((Put.of(SetName.BLOCK, (Element(t) for t in many)),)), ST)
     assert [len(a) - 7 for a, _ in chunks] == [500, 500, 200]
 
 
@@ -358,3 +337,19 @@ def test_dry_run_prints_plan_and_changes_nothing() -> None:
 def test_settings_validation(kw: dict[str, object], why: str) -> None:
     with pytest.raises(UsageError, match=why):
         FirewallSettings(**kw)  # type: ignore[arg-type]
+
+
+def test_conntrack_matching_singles_prefixes_and_families() -> None:
+    from sipdeflect.firewall.conntrack import _doomed_addresses
+
+    targets = [net("203.0.113.5/32"), net("198.51.100.0/24"), net("2001:db8::5/128")]
+    present = {
+        "203.0.113.5",
+        "198.51.100.77",
+        "192.0.2.1",
+        "2001:db8::5",
+        "2001:db8::6",
+        "::ffff:203.0.113.5",
+    }
+    assert _doomed_addresses(targets, present) == {"203.0.113.5", "198.51.100.77", "2001:db8::5"}
+    assert _doomed_addresses([], present) == set()

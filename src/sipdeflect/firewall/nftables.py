@@ -1,5 +1,7 @@
-# nftables backend: one `inet` table of our own, built and changed by pure functions that
-# return libnftables JSON; apply() pipes one batch to `nft -j -f -` (one transaction).
+# nftables backend: one `inet` table of our own, built and changed by pure functions. The
+# table's structure is libnftables JSON (`nft -j -f -`); element changes are one script
+# in nft's own language (`nft -f -`), which nft parses several times faster than JSON
+# with per-element timeouts (bench/bench_firewall.py). Each is one transaction.
 #
 # Layout: a filter chain on prerouting at priority raw (-300) returns for allowed sources
 # and drops blocked ones *before conntrack*, so no `ct state established` accept in the
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,7 +22,6 @@ from sipdeflect.errors import FirewallError
 from sipdeflect.firewall import conntrack
 from sipdeflect.firewall.backend import Runner, register
 from sipdeflect.firewall.model import (
-    Element,
     FirewallSettings,
     Listed,
     Network,
@@ -125,50 +127,83 @@ def teardown_cmds(st: FirewallSettings) -> list[Cmd]:
 
 
 def elem_value(target: Network) -> Any:
+    """An element in libnftables JSON (used when reading sets back)."""
     if is_single(target):
         return str(target.network_address)
     return {"prefix": {"addr": str(target.network_address), "len": target.prefixlen}}
 
 
-def _elem(e: Element) -> Any:
-    if e.timeout is None:
-        return elem_value(e.target)
-    return {"elem": {"val": elem_value(e.target), "timeout": e.timeout}}
+def _elem_text(t: Network) -> str:
+    return str(t.network_address) if t.prefixlen == t.max_prefixlen else t.with_prefixlen
 
 
-def _element_cmd(verb: str, table: str, set_: str, elems: list[Any]) -> Cmd:
-    return {verb: {"element": {"family": FAMILY, "table": table, "name": set_, "elem": elems}}}
+_SET_NAMES = {
+    (s, v, single): set_name(s, v, single)
+    for s in SetName
+    for v in (4, 6)
+    for single in (True, False)
+}
 
 
-def _by_set(s: SetName, items: Iterable[Any], target_of: Any) -> dict[str, list[Any]]:
-    groups: dict[str, list[Any]] = {}
-    for item in items:
-        t = target_of(item)
-        groups.setdefault(set_name(s, t.version, is_single(t)), []).append(item)
+def _group(s: SetName, targets: Iterable[Network]) -> dict[str, list[Network]]:
+    groups: dict[str, list[Network]] = {}
+    for t in targets:
+        name = _SET_NAMES[s, t.version, t.prefixlen == t.max_prefixlen]
+        groups.setdefault(name, []).append(t)
     return groups
 
 
-def put_cmds(table: str, op: Put) -> list[Cmd]:
-    groups = _by_set(op.set, op.elements, lambda e: e.target)
-    return [_element_cmd("add", table, n, [_elem(e) for e in es]) for n, es in groups.items()]
-
-
-def remove_cmds(table: str, op: Remove, present: dict[str, set[Network]]) -> list[Cmd]:
-    """Hash sets: add-then-delete makes deleting an absent element safe. Interval sets
-    (which would reject an overlapping add) only get deletes for members present."""
-    cmds: list[Cmd] = []
-    for name, targets in _by_set(op.set, op.targets, lambda t: t).items():
-        if name in present:
-            vals = [elem_value(t) for t in targets if t in present[name]]
-            if vals:
-                cmds.append(_element_cmd("delete", table, name, vals))
+def put_lines(table: str, op: Put) -> list[str]:
+    """`add element` lines in nft's own language: for a million elements nft parses this
+    several times faster than the JSON equivalent with per-element timeouts."""
+    groups: dict[str, list[str]] = {}
+    names = _SET_NAMES
+    suffix: dict[int | None, str] = {None: ""}
+    ntoa, ntop = socket.inet_ntoa, socket.inet_ntop
+    for t, timeout in zip(op.targets, op.timeouts, strict=True):
+        v = t.version
+        single = t.prefixlen == t.max_prefixlen
+        if single:  # measured twice as fast as str(address); same text nft reads
+            packed = t.network_address.packed
+            text = ntoa(packed) if v == 4 else ntop(socket.AF_INET6, packed)
         else:
-            vals = [elem_value(t) for t in targets]
-            cmds += [
-                _element_cmd("add", table, name, vals),
-                _element_cmd("delete", table, name, vals),
+            text = t.with_prefixlen
+        if timeout not in suffix:
+            suffix[timeout] = f" timeout {timeout}s"
+        groups.setdefault(names[op.set, v, single], []).append(text + suffix[timeout])
+    return [
+        f"add element {FAMILY} {table} {n} {{ {', '.join(items)} }}" for n, items in groups.items()
+    ]
+
+
+def remove_lines(table: str, op: Remove, present: dict[str, set[Network]]) -> list[str]:
+    """Hash sets: add-then-delete makes deleting an absent element safe (nft 1.0.6 has no
+    `destroy`). Interval sets (which would reject an overlapping add) only get deletes for
+    members present."""
+    lines: list[str] = []
+    for name, targets in _group(op.set, op.targets).items():
+        if name in present:
+            vals = [_elem_text(t) for t in targets if t in present[name]]
+            if vals:
+                lines.append(f"delete element {FAMILY} {table} {name} {{ {', '.join(vals)} }}")
+        else:
+            items = ", ".join(_elem_text(t) for t in targets)
+            lines += [
+                f"add element {FAMILY} {table} {name} {{ {items} }}",
+                f"delete element {FAMILY} {table} {name} {{ {items} }}",
             ]
-    return cmds
+    return lines
+
+
+def element_script(plan: Plan, table: str, present: dict[str, set[Network]] | None = None) -> str:
+    """Every element change of the plan as one nft script (one transaction with `nft -f`)."""
+    lines: list[str] = []
+    for op in plan.ops:
+        if isinstance(op, Put):
+            lines += put_lines(table, op)
+        elif isinstance(op, Remove):
+            lines += remove_lines(table, op, present or {})
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def interval_sets_touched(plan: Plan) -> set[str]:
@@ -179,18 +214,14 @@ def interval_sets_touched(plan: Plan) -> set[str]:
     return {n for n, _, _, interval in all_sets() if interval} & names
 
 
-def batch(plan: Plan, table: str, present: dict[str, set[Network]] | None = None) -> Cmd:
-    """The whole plan as one libnftables JSON document (one transaction)."""
+def batch(plan: Plan) -> Cmd:
+    """The plan's structural changes (setup, teardown) as one libnftables JSON document."""
     cmds: list[Cmd] = []
     for op in plan.ops:
         if isinstance(op, Setup):
             cmds += setup_cmds(op.settings)
         elif isinstance(op, Teardown):
             cmds += teardown_cmds(op.settings)
-        elif isinstance(op, Put):
-            cmds += put_cmds(table, op)
-        elif isinstance(op, Remove):
-            cmds += remove_cmds(table, op, present or {})
     return {"nftables": cmds}
 
 
@@ -236,12 +267,18 @@ class NftablesBackend:
         self.runner.run(["nft", "-j", "-f", "-"], input_=json.dumps(doc, separators=(",", ":")))
 
     def installed(self) -> bool:
+        """Whether our table exists. Asks for the small allow set only: `nft list tables`
+        (even with -t) fetches every set element first, which took over a minute with a
+        million blocks in the table."""
         self.runner.require("nft")
-        doc = self.runner.run_json(["nft", "-j", "list", "tables", FAMILY])
-        return any(
-            "table" in i and i["table"]["name"] == self.settings.table
-            for i in doc.get("nftables", [])
-        )
+        allow = set_name(SetName.ALLOW, 4, False)
+        try:
+            self.runner.run(["nft", "-j", "list", "set", FAMILY, self.settings.table, allow])
+        except FirewallError as exc:
+            if "No such file or directory" in str(exc):
+                return False
+            raise
+        return True
 
     def _present(self, names: set[str]) -> dict[str, set[Network]]:
         if not names:
@@ -262,9 +299,14 @@ class NftablesBackend:
                 "run `sipdeflect firewall setup` first"
             )
         present = self._present(interval_sets_touched(plan)) if needs_table else {}
-        doc = batch(plan, self.settings.table, present)
+        # Structure first (JSON), then every element change as one nft script: each is
+        # one transaction; a plan mixing both (setup + restore) is applied as two.
+        doc = batch(plan)
         if doc["nftables"]:
             self._nft_json(doc)
+        script = element_script(plan, self.settings.table, present)
+        if script:
+            self.runner.run(["nft", "-f", "-"], input_=script)
         for op in plan.ops:
             if isinstance(op, FlushFlows):
                 conntrack.flush_flows(op.targets, self.runner.netns)

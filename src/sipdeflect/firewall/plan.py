@@ -8,6 +8,8 @@
 # redirect is ever considered (removing it would double the cost of bulk bans).
 from __future__ import annotations
 
+import bisect
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,10 +39,32 @@ class Teardown:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """Add elements (refreshing the timeout of those already present)."""
+    """Add elements (refreshing the timeout of those already present).
+
+    Targets and their timeouts are parallel tuples rather than a tuple of Element objects:
+    a plan of a million blocks would spend most of its time building those objects.
+    """
 
     set: SetName
-    elements: tuple[Element, ...]
+    targets: tuple[Network, ...]
+    timeouts: tuple[int | None, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.targets) != len(self.timeouts):
+            raise ValueError("Put needs one timeout per target")
+
+    @classmethod
+    def of(cls, set_: SetName, elements: Iterable[Element]) -> Put:
+        es = tuple(elements)
+        return cls(set_, tuple(e.target for e in es), tuple(e.timeout for e in es))
+
+    @classmethod
+    def same(cls, set_: SetName, targets: tuple[Network, ...], timeout: int | None) -> Put:
+        return cls(set_, targets, (timeout,) * len(targets))
+
+    @property
+    def elements(self) -> tuple[Element, ...]:
+        return tuple(Element(t, x) for t, x in zip(self.targets, self.timeouts, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,21 +118,90 @@ def _overlaps(target: Network, others: Iterable[Network]) -> Network | None:
     return None
 
 
+# Addresses no plan may block or deflect, whatever the allowlist says.
+SPECIAL = {
+    4: ("127.0.0.0/8", "0.0.0.0/32", "224.0.0.0/4", "169.254.0.0/16", "255.255.255.255/32"),
+    6: ("::1/128", "::/128", "ff00::/8", "fe80::/10"),
+}
+
+
+def _span(t: Network) -> tuple[int, int]:
+    lo = int(t.network_address)
+    return lo, lo | ((1 << (t.max_prefixlen - t.prefixlen)) - 1)
+
+
+class _Forbidden:
+    """Merged, sorted integer ranges per IP version, probed with bisect: O(log n) a target
+    instead of ipaddress property checks, which dominated planning a million blocks."""
+
+    def __init__(self, nets: Iterable[Network]) -> None:
+        spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for n in nets:
+            spans[n.version].append(_span(n))
+        self.starts: dict[int, list[int]] = {}
+        self.ends: dict[int, list[int]] = {}
+        for v, rs in spans.items():
+            merged: list[list[int]] = []
+            for lo, hi in sorted(rs):
+                if merged and lo <= merged[-1][1] + 1:
+                    merged[-1][1] = max(merged[-1][1], hi)
+                else:
+                    merged.append([lo, hi])
+            self.starts[v] = [lo for lo, _ in merged]
+            self.ends[v] = [hi for _, hi in merged]
+
+    def hits(self, t: Network) -> bool:
+        lo, hi = _span(t)
+        i = bisect.bisect_right(self.starts[t.version], hi) - 1
+        return i >= 0 and self.ends[t.version][i] >= lo
+
+
 def check_enforceable(
     targets: Iterable[Network], *, allow: Iterable[Network], own: Iterable[Network]
 ) -> None:
     """Refuse block/deflect of allowlisted, own, loopback or non-unicast addresses."""
+    _checked_unique(targets, allow, own)
+
+
+def _checked_unique(
+    targets: Iterable[Network], allow: Iterable[Network], own: Iterable[Network]
+) -> tuple[Network, ...]:
+    """Deduplicate and check in one pass keyed on integer spans (tuples hash in C, while
+    ipaddress networks hash in Python): the hot loop of planning a million blocks."""
     allow_l, own_l = list(allow), list(own)
+    special = [ipaddress.ip_network(n) for v in (4, 6) for n in SPECIAL[v]]
+    forbidden = _Forbidden([*special, *allow_l, *own_l])
+    starts, ends = forbidden.starts, forbidden.ends
+    seen: set[tuple[int, int, int]] = set()
+    out: list[Network] = []
+    right = bisect.bisect_right
     for t in targets:
-        addr = t.network_address
-        if t.is_loopback or addr.is_unspecified or t.is_multicast or t.is_link_local:
-            raise UsageError(f"{show_target(t)} is not a routable unicast source")
-        hit = _overlaps(t, own_l)
-        if hit is not None:
-            raise UsageError(f"{show_target(t)} covers this host's own address {hit}")
-        hit = _overlaps(t, allow_l)
-        if hit is not None:
-            raise UsageError(f"{show_target(t)} overlaps allowlisted {show_target(hit)}")
+        v = t.version
+        lo = int(t.network_address)
+        hi = lo | ((1 << (t.max_prefixlen - t.prefixlen)) - 1)
+        key = (v, lo, hi)
+        if key in seen:
+            continue
+        seen.add(key)
+        i = right(starts[v], hi) - 1
+        if i >= 0 and ends[v][i] >= lo:
+            _explain(t, allow_l, own_l)
+        out.append(t)
+    return tuple(out)
+
+
+def _explain(t: Network, allow_l: list[Network], own_l: list[Network]) -> None:
+    """The slow, descriptive check for a target that hit a forbidden range."""
+    addr = t.network_address
+    if t.is_loopback or addr.is_unspecified or t.is_multicast or t.is_link_local:
+        raise UsageError(f"{show_target(t)} is not a routable unicast source")
+    hit = _overlaps(t, own_l)
+    if hit is not None:
+        raise UsageError(f"{show_target(t)} covers this host's own address {hit}")
+    hit = _overlaps(t, allow_l)
+    if hit is not None:
+        raise UsageError(f"{show_target(t)} overlaps allowlisted {show_target(hit)}")
+    raise UsageError(f"{show_target(t)} is not a routable unicast source")
 
 
 def _unique(targets: Iterable[Network]) -> tuple[Network, ...]:
@@ -130,9 +223,8 @@ def plan_block(
     allow: Iterable[Network] = (),
     own: Iterable[Network] = (),
 ) -> Plan:
-    ts = _unique(targets)
-    check_enforceable(ts, allow=allow, own=own)
-    return Plan((Put(SetName.BLOCK, tuple(Element(t, timeout) for t in ts)), FlushFlows(ts)))
+    ts = _checked_unique(targets, allow, own)
+    return Plan((Put.same(SetName.BLOCK, ts, timeout), FlushFlows(ts)))
 
 
 def plan_deflect(
@@ -142,12 +234,11 @@ def plan_deflect(
     allow: Iterable[Network] = (),
     own: Iterable[Network] = (),
 ) -> Plan:
-    ts = _unique(targets)
-    check_enforceable(ts, allow=allow, own=own)
+    ts = _checked_unique(targets, allow, own)
     return Plan(
         (
             Remove(SetName.BLOCK, ts),
-            Put(SetName.DEFLECT, tuple(Element(t, timeout) for t in ts)),
+            Put.same(SetName.DEFLECT, ts, timeout),
             FlushFlows(ts),
         )
     )
@@ -159,7 +250,7 @@ def plan_allow(targets: Iterable[Network], timeout: int | None = None) -> Plan:
         (
             Remove(SetName.BLOCK, ts),
             Remove(SetName.DEFLECT, ts),
-            Put(SetName.ALLOW, tuple(Element(t, timeout) for t in ts)),
+            Put.same(SetName.ALLOW, ts, timeout),
             FlushFlows(ts),
         )
     )
