@@ -23,6 +23,7 @@ from sipdeflect.decisions import Level, parse_target
 from sipdeflect.duration import format_duration, parse_duration
 from sipdeflect.engine import Policy
 from sipdeflect.errors import ConfigError, UsageError
+from sipdeflect.firewall.model import DEFAULT_DECOY_PORT, DEFAULT_SIP_PORTS
 
 
 def _duration(v: Any) -> float:
@@ -41,13 +42,17 @@ class _Section(BaseModel):
 
 class Sip(_Section):
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
-        [5060], description="the PBX's SIP ports (UDP and TCP) that are watched and deflected"
+        list(DEFAULT_SIP_PORTS),
+        description="the PBX's SIP ports (UDP and TCP) that are watched and deflected",
     )
 
 
 class Decoy(_Section):
     port: int = Field(
-        5062, ge=1, le=65535, description="local port the decoy listens on; deflected SIP goes here"
+        DEFAULT_DECOY_PORT,
+        ge=1,
+        le=65535,
+        description="local port the decoy listens on; deflected SIP goes here",
     )
     reply_budget: float = Field(
         20.0,
@@ -63,7 +68,7 @@ class Firewall(_Section):
     )
     table: str = Field(
         "sipdeflect",
-        pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,30}$",
+        pattern=r"^[a-z][a-z0-9_]{0,23}$",
         description="name of sipdeflect's own table/chains/anchor",
     )
 

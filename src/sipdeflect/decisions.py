@@ -43,14 +43,20 @@ class Decision:
 
 
 def parse_target(text: str, *, widest_v4: int = 8, widest_v6: int = 32) -> Network:
-    """An address or prefix from user input, normalised; refuses absurdly wide prefixes."""
+    """An address or prefix typed by a user, normalised. Host bits must be clear (a typo
+    otherwise) and prefixes wider than /widest are refused (0.0.0.0/0 is never meant)."""
+    raw = text.strip()
     try:
-        net = ipaddress.ip_network(text.strip(), strict=False)
+        net = ipaddress.ip_network(raw, strict=True)
     except ValueError:
-        raise UsageError(f"not an IP address or prefix: {text!r}") from None
+        try:
+            loose = ipaddress.ip_network(raw, strict=False)
+        except ValueError:
+            raise UsageError(f"{text!r} is not an IP address or prefix") from None
+        raise UsageError(f"{text!r} has host bits set; did you mean {loose}?") from None
     widest = widest_v4 if net.version == 4 else widest_v6
     if net.prefixlen < widest:
-        raise UsageError(f"prefix {net} is wider than /{widest}; refusing to act on it")
+        raise UsageError(f"{net} is too wide: prefixes wider than /{widest} are refused")
     return net
 
 

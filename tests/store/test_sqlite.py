@@ -86,17 +86,23 @@ CHILD = textwrap.dedent("""
 def test_kill_9_loses_no_committed_decision(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout is not None
     reported: list[str] = []
     deadline = time.monotonic() + 60
     while len(reported) < 300 and time.monotonic() < deadline:
-        reported.append(child.stdout.readline().strip())
+        line = child.stdout.readline()
+        if not line:  # the child exited early: its stderr says why, below
+            break
+        reported.append(line.strip())
     child.send_signal(signal.SIGKILL)  # mid-stream, wherever it is
-    rest, _ = child.communicate(timeout=30)
+    rest, err = child.communicate(timeout=30)
     reported += [line for line in rest.splitlines() if line]
-    assert len(reported) >= 300
+    assert len(reported) >= 300, err[-2000:]
 
     store = SqliteStore(db)
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

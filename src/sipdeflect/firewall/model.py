@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+from sipdeflect.decisions import parse_target as _parse_target
+from sipdeflect.duration import parse_duration as _parse_duration
 from sipdeflect.errors import UsageError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,40 +73,16 @@ class FirewallSettings:
 
 
 def parse_target(text: str) -> Network:
-    """An address or prefix typed by a user, normalised; host bits must be clear."""
-    raw = text.strip()
-    try:
-        net = ipaddress.ip_network(raw, strict=True)
-    except ValueError:
-        try:
-            loose = ipaddress.ip_network(raw, strict=False)
-        except ValueError:
-            raise UsageError(f"{text!r} is not an IP address or prefix") from None
-        raise UsageError(f"{text!r} has host bits set; did you mean {loose}?") from None
-    if net.prefixlen < MIN_PREFIX[net.version]:
-        raise UsageError(
-            f"{net} is too wide: prefixes wider than /{MIN_PREFIX[net.version]} are refused"
-        )
-    return net
-
-
-_DURATION = re.compile(r"(\d+)([smhdw])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    """An address or prefix typed by a user (sipdeflect.decisions.parse_target)."""
+    return _parse_target(text, widest_v4=MIN_PREFIX[4], widest_v6=MIN_PREFIX[6])
 
 
 def parse_duration(text: str) -> int:
-    """'90', '90s', '15m', '1h30m', '2d' -> seconds (1 .. MAX_TIMEOUT)."""
-    raw = text.strip().lower()
-    if raw.isdigit():
-        seconds = int(raw)
-    else:
-        parts = _DURATION.findall(raw)
-        if not parts or "".join(n + u for n, u in parts) != raw:
-            raise UsageError(f"{text!r} is not a duration (examples: 90s, 15m, 1h30m, 2d)")
-        seconds = sum(int(n) * _UNIT[u] for n, u in parts)
-    if not 1 <= seconds <= MAX_TIMEOUT:
-        raise UsageError(f"duration {text!r} must be between 1 s and {MAX_TIMEOUT} s")
-    return seconds
+    """A kernel element timeout: '90', '15m', '1h30m', '2d' -> whole seconds, 1..MAX_TIMEOUT."""
+    seconds = _parse_duration(text)
+    if not 1 <= seconds <= MAX_TIMEOUT or seconds != int(seconds):
+        raise UsageError(f"duration {text!r} must be whole seconds between 1 and {MAX_TIMEOUT}")
+    return int(seconds)
 
 
 def is_single(net: Network) -> bool:
