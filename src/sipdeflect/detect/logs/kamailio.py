@@ -2,7 +2,8 @@
 # users add one xlog line to their auth-failure branches (docs/detection.md, and
 # sipdeflect.lab.kamailio.XLOG_AUTH_FAILED):
 #
-#   xlog("L_WARN", "sipdeflect: auth-failed src=$si port=$sp proto=$proto reason=$var(why) user=$fU ua=$ua\n");
+#   xlog("L_WARN", "sipdeflect: auth-failed src=$si port=$sp proto=$proto
+#         reason=$var(why) user=$fU ua=$ua\n");    (on one line: one space where split)
 #
 # $si/$sp/$proto are filled by Kamailio from the socket; attacker text ($fU, $ua) comes last.
 # The first "sipdeflect: " marker on the line is the genuine one; a second one means the
