@@ -66,7 +66,7 @@ def clean(text: str, limit: int = 200) -> str:
     """Attacker text made safe to print: control chars as \\xNN, length capped."""
     if len(text) > limit:
         text = text[:limit] + "..."
-    if _CTRL.search(text) is None:
+    if text.isprintable() or _CTRL.search(text) is None:
         return text
     return _CTRL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 

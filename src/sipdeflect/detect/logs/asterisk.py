@@ -57,7 +57,7 @@ _SEC_ADDR = re.compile(r'RemoteAddress="IPV[46]/\w+/(?P<addr>[^/"]+)/\d+"')
 
 RULES = (
     Rule(
-        "' failed for '",
+        "Registration from '",
         re.compile(
             r"Registration from '(?P<account>.*)' failed for '" + _HOSTPORT + r"' - "
             r"(?P<reason>[^']+?)\.?$"
@@ -65,10 +65,11 @@ RULES = (
         _CHAN_SIP,
         default=(K.REJECTED, False),
         candidates=re.compile(r"' failed for '" + _HOSTPORT + "'"),
+        repeat="' failed for '",
         account_in_uri=True,
     ),
     Rule(
-        "' failed for '",
+        "' (callid: ",
         re.compile(
             r"Request (?:'[A-Z]+' )?from '(?P<account>.*)' failed for '"
             + _HOSTPORT
@@ -77,6 +78,7 @@ RULES = (
         _PJSIP,
         default=(K.REJECTED, False),
         candidates=re.compile(r"' failed for '" + _HOSTPORT + r"' \(callid: "),
+        repeat="' failed for '",
         account_in_uri=True,
     ),
     Rule(
@@ -87,6 +89,7 @@ RULES = (
         ),
         {"": (K.UNKNOWN_EXTENSION, False)},
         candidates=re.compile(r"\((?:[A-Z]+:)?" + _HOSTPORT + r"\) to extension '"),
+        repeat=") to extension '",
     ),
     # InvalidPassword proves the challenge was seen only when ReceivedChallenge equals the
     # Challenge Asterisk sent; otherwise it is a plain failure.
@@ -95,6 +98,7 @@ RULES = (
         re.compile(r'SecurityEvent="(?P<reason>InvalidPassword)"' + _SEC_TAIL),
         {"InvalidPassword": _CRED},
         candidates=_SEC_ADDR,
+        repeat="RemoteAddress=",
         challenge_check=True,
     ),
     Rule(
@@ -102,6 +106,7 @@ RULES = (
         re.compile(r'SecurityEvent="(?P<reason>\w+)"' + _SEC_TAIL),
         _SECURITY,
         candidates=_SEC_ADDR,
+        repeat="RemoteAddress=",
     ),
     # AMI (manager.c) runs over TCP: the handshake proves the address.
     Rule(

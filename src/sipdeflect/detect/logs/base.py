@@ -38,6 +38,7 @@ class Rule:
     default: Outcome | None = None  # for reasons not in the table; None: no event
     candidates: re.Pattern[str] | None = None  # every place the address field could be
     pick: int = -1  # which candidate the PBX filled in when they disagree (0 first, -1 last)
+    repeat: str = ""  # literal that appears once per candidate (default: the marker)
     tcp_verifies: bool = True  # a TCP/TLS transport proves the address
     challenge_check: bool = False  # Asterisk: ReceivedChallenge must equal Challenge
     account_in_uri: bool = False  # the account group is a From header: keep its user part
@@ -89,59 +90,71 @@ class LogFormat:
                 yield lineno, ev
 
 
+_STREAM = frozenset({"TCP", "TLS", "WS", "WSS"})
+
+
 def _apply(origin: str, rule: Rule, line: str, ctx: Context) -> Event | None:
     m = rule.regex.search(line)
     if m is None:
         return None
     groups = m.groupdict()
-    reason = groups.get("reason") or ""
-    outcome = rule.outcomes.get(reason.strip(), rule.default)
+    reason = groups.get("reason")
+    if reason is None:
+        outcome, detail = rule.outcomes.get("", rule.default), m.group()
+    else:
+        outcome = rule.outcomes.get(reason)
+        detail = reason
+        if outcome is None:
+            outcome = rule.default
     if outcome is None:
         return None
     kind, verified = outcome
     src, port = _source(groups)
     if src is None:
         return None
-    proto = (groups.get("proto") or "").upper()
-    if rule.tcp_verifies and proto in {"TCP", "TLS", "WS", "WSS"}:
+    proto = groups.get("proto")
+    if proto is not None and rule.tcp_verifies and proto.upper() in _STREAM:
         verified = True
     if rule.challenge_check and not _challenge_answered(line):
         kind, verified = EventKind.AUTH_FAILED, False
-    if rule.candidates is not None:
+    if rule.candidates is not None and line.count(rule.repeat or rule.marker) > 1:
         found = [a for a in (_cand(c) for c in rule.candidates.finditer(line)) if a is not None]
         if len(set(found)) > 1:
             kind, verified, src, port = EventKind.LOG_INJECTION, False, found[rule.pick], None
     account = groups.get("account")
-    if account is not None and rule.account_in_uri:
-        u = _URI_USER.search(account)
-        account = u.group(1) if u else account
-    return Event(
-        time=stamp(line, ctx),
-        kind=kind,
-        source=src,
-        port=port,
-        account=None if account is None else clean(account),
-        origin=origin,
-        detail=clean(reason or line[m.start() : m.start() + 120]),
-        verified=verified,
-    )
+    if account is not None:
+        if rule.account_in_uri:
+            u = _URI_USER.search(account)
+            if u is not None:
+                account = u.group(1)
+        account = clean(account)
+    return Event(stamp(line, ctx), kind, src, port, account, origin, clean(detail), verified)
 
 
 def _cand(m: re.Match[str]) -> Address | None:
     return _source(m.groupdict())[0]
 
 
+_HOSTPORTS: dict[str, tuple[Address | None, int | None]] = {}
+
+
 def _source(groups: Mapping[str, str | None]) -> tuple[Address | None, int | None]:
-    port_text = groups.get("port")
     hostport = groups.get("hostport")
     if hostport is not None:
-        host, port_text = split_hostport(hostport)
-    else:
-        host = groups.get("addr") or ""
-    port = int(port_text) if port_text and port_text.isdigit() else None
-    if port is not None and not 0 < port < 65536:
-        port = None
-    return address(host), port
+        got = _HOSTPORTS.get(hostport)
+        if got is None:
+            host, port_text = split_hostport(hostport)
+            got = address(host), _port(port_text)
+            if len(_HOSTPORTS) > 65536:
+                _HOSTPORTS.clear()
+            _HOSTPORTS[hostport] = got
+        return got
+    return address(groups.get("addr") or ""), _port(groups.get("port"))
+
+
+def _port(text: str | None) -> int | None:
+    port = int(text) if text and text.isdigit() else None
+    return port if port is not None and 0 < port < 65536 else None
 
 
 def split_hostport(text: str) -> tuple[str, str | None]:
@@ -177,7 +190,8 @@ _MONTHS = {
     )
 }
 _DAY = timedelta(days=1)
-_STAMPS: dict[tuple[str, Context], datetime] = {}
+_STAMPS: dict[str, datetime] = {}
+_STAMPS_CTX: Context | None = None
 
 
 def stamp(line: str, ctx: Context) -> datetime:
@@ -185,13 +199,14 @@ def stamp(line: str, ctx: Context) -> datetime:
     m = _STAMP.match(line)
     if m is None:
         return ctx.default
-    key = (m.group(), ctx)
+    global _STAMPS_CTX  # noqa: PLW0603 - the cache belongs to one Context at a time
+    if _STAMPS_CTX is not ctx or len(_STAMPS) > 4096:
+        _STAMPS.clear()
+        _STAMPS_CTX = ctx
+    key = m.group()
     got = _STAMPS.get(key)
     if got is None:
-        got = _to_datetime(m, ctx)
-        if len(_STAMPS) > 4096:
-            _STAMPS.clear()
-        _STAMPS[key] = got
+        got = _STAMPS[key] = _to_datetime(m, ctx)
     return got
 
 

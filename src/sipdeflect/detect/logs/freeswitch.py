@@ -22,6 +22,7 @@ RULES = (
         ),
         {"": (K.AUTH_FAILED_WITH_CREDENTIALS, True)},
         candidates=re.compile(r"\] from ip " + _ADDR),
+        repeat="] from ip ",
     ),
     Rule(
         "SIP auth challenge (",
@@ -31,12 +32,14 @@ RULES = (
         ),
         {"": (K.CHALLENGE_SENT, False)},
         candidates=re.compile(r"\] from ip " + _ADDR),
+        repeat="] from ip ",
     ),
     Rule(
         "Can't find user [",
         re.compile(r"Can't find user \[(?P<account>.*)\] from " + _ADDR + r"$"),
         {"": (K.UNKNOWN_ACCOUNT, False)},
         candidates=re.compile(r"\] from " + _ADDR),
+        repeat="] from ",
     ),
 )
 
