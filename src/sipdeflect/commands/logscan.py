@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -13,6 +14,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
 
 from sipdeflect.decisions import Level
 from sipdeflect.detect.events import Event
@@ -39,8 +41,7 @@ def scan_file(
     for buf in read_chunks(path, progress=progress):
         if fmt is None:
             fmt = detect_format(buf[:65536])
-        for n, ev in fmt.scan(buf, ctx, lineno):
-            yield n, ev
+        yield from fmt.scan(buf, ctx, lineno)
         lineno += buf.count("\n")
 
 
@@ -50,8 +51,6 @@ def _when(ts: float) -> str:
 
 def print_flags(verdicts: Verdicts, con: Console) -> int:
     """The flagged-sources table; returns how many are at least suspect."""
-    from rich.table import Table
-
     t = Table("source", "level", "since", "why", "events", box=None, title="who would be flagged")
     n = 0
     for s in verdicts.summaries():
@@ -106,6 +105,9 @@ def logscan(
                             f"{path}:{n} {ev.time.isoformat()} {ev.kind} {ev.source}{port}"
                             f" account={ev.account!r} verified={ev.verified} {ev.detail}\n"
                         )
+            except BrokenPipeError:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(0) from None
             except OSError as exc:
                 raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     out.flush()
