@@ -1,0 +1,263 @@
+# SIP seen on the wire -> Events. Pure: the capture adapter hands over addresses (packed
+# bytes), ports, the payload and `now`; we decode with the SIP core and keep per-source
+# features in capped tables. The one signal a spoofer cannot fake is correlated here: a
+# request whose Authorization nonce matches a challenge we saw the PBX send to that same
+# address:port, then answered 401/403/407, is AUTH_FAILED_WITH_CREDENTIALS, verified.
+# Everything else (rate, enumeration, scanner User-Agent, 404s) is verified only over TCP.
+#
+# Memory bound: three dicts capped by count (sources, challenges, pending credentialed
+# requests), each an LRU (dict order = recency; touch = pop + re-insert; evict = the first
+# key). LRU rather than Space-Saving: the state we need is recent (a challenge is answered
+# within seconds) and a busy attacker refreshes its own entry with every packet, while a
+# flood of one-packet spoofed sources only churns the cold end. Per-entry cost is measured
+# in bench/bench_wire.py; the caps keep a million-source flood under 64 MB.
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sipdeflect.detect.events import Address, Event, EventKind, clean
+from sipdeflect.detect.fingerprints import Fingerprints
+from sipdeflect.errors import SipParseError
+from sipdeflect.sip import Request, Response, parse
+from sipdeflect.sip.fields import parse_name_addr, parse_uri
+
+
+@dataclass(frozen=True, slots=True)
+class WirePolicy:
+    ports: frozenset[int] = frozenset({5060, 5061})  # the PBX's SIP ports
+    bucket: float = 10.0  # seconds per rate bucket
+    flood_requests: int = 50  # requests from one source in one bucket = a flood
+    enumeration_step: int = 10  # every this many distinct accounts/extensions: an event
+    max_accounts: int = 64  # distinct accounts remembered per source
+    max_sources: int = 65_536
+    max_challenges: int = 65_536
+    max_pending: int = 16_384
+    nonce_ttl: float = 300.0  # a challenge older than this no longer proves anything
+
+
+class _Src:
+    __slots__ = ("accounts", "bucket_start", "count", "methods", "ua_done")
+
+    def __init__(self, now: float) -> None:
+        self.bucket_start = now
+        self.count = 0
+        self.methods: dict[str, int] = {}
+        self.accounts: set[str] = set()
+        self.ua_done = False
+
+
+_NONCE = re.compile(rb'nonce\s*=\s*"([^"]{1,256})"', re.I)
+_USERNAME = re.compile(rb'username\s*=\s*"([^"]{0,128})"', re.I)
+_RESPONSE_STATUS = frozenset({401, 403, 407})
+
+
+def _addr(packed: bytes) -> Address:
+    return ipaddress.ip_address(packed)
+
+
+class WireDetector:
+    def __init__(self, fingerprints: Fingerprints, policy: WirePolicy | None = None) -> None:
+        self.policy = policy or WirePolicy()
+        self.fingerprints = fingerprints
+        self.sources: dict[bytes, _Src] = {}
+        self.challenges: dict[tuple[bytes, int, bytes], float] = {}
+        self.pending: dict[tuple[bytes, int, bytes, bytes], tuple[str, float]] = {}
+        self.stats = {"packets": 0, "unparsable": 0, "requests": 0, "responses": 0, "evicted": 0}
+
+    # -- entry point --------------------------------------------------------------------
+    def packet(
+        self,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        payload: bytes,
+        *,
+        now: float,
+        tcp: bool = False,
+    ) -> list[Event]:
+        """One UDP payload (or one framed TCP message) between src and dst."""
+        self.stats["packets"] += 1
+        ports = self.policy.ports
+        if dport not in ports and sport not in ports:
+            return []
+        try:
+            msg = parse(payload)
+        except SipParseError:
+            self.stats["unparsable"] += 1
+            return []
+        if isinstance(msg, Request):
+            if dport not in ports:
+                return []
+            self.stats["requests"] += 1
+            return self._request(msg, src, sport, now, tcp)
+        if sport not in ports:
+            return []
+        self.stats["responses"] += 1
+        return self._response(msg, dst, dport, now, tcp)
+
+    # -- requests towards the PBX -----------------------------------------------------------
+    def _request(self, msg: Request, src: bytes, sport: int, now: float, tcp: bool) -> list[Event]:
+        p = self.policy
+        out: list[Event] = []
+        st = self.sources.pop(src, None)
+        if st is None:
+            st = _Src(now)
+            if len(self.sources) >= p.max_sources:
+                del self.sources[next(iter(self.sources))]
+                self.stats["evicted"] += 1
+        self.sources[src] = st
+        if now - st.bucket_start >= p.bucket:
+            st.bucket_start, st.count = now, 0
+            st.methods.clear()
+        st.count += 1
+        method = msg.method if len(msg.method) <= 16 else "OTHER"
+        if method in st.methods or len(st.methods) < 8:
+            st.methods[method] = st.methods.get(method, 0) + 1
+        if st.count == p.flood_requests:
+            mix = ", ".join(f"{m} {n}" for m, n in sorted(st.methods.items()))
+            out.append(
+                self._event(
+                    EventKind.REQUEST_FLOOD,
+                    src,
+                    sport,
+                    None,
+                    now,
+                    tcp,
+                    f"{st.count} requests in {p.bucket:g}s ({mix})",
+                )
+            )
+        account = _target(msg)
+        if account is not None and account not in st.accounts and len(st.accounts) < p.max_accounts:
+            st.accounts.add(account)
+            if len(st.accounts) % p.enumeration_step == 0:
+                out.append(
+                    self._event(
+                        EventKind.ENUMERATION,
+                        src,
+                        sport,
+                        account,
+                        now,
+                        tcp,
+                        f"{len(st.accounts)} distinct accounts/extensions tried",
+                    )
+                )
+        if not st.ua_done:
+            st.ua_done = True
+            ua = msg.headers.get("user-agent")
+            name = None if ua is None else self.fingerprints.match(ua.decode("utf-8", "replace"))
+            if name is not None:
+                assert ua is not None
+                out.append(
+                    self._event(
+                        EventKind.SCANNER_USER_AGENT,
+                        src,
+                        sport,
+                        account,
+                        now,
+                        tcp,
+                        f"User-Agent {clean(ua.decode('utf-8', 'replace'))!r} ({name})",
+                    )
+                )
+        auth = msg.headers.get("authorization") or msg.headers.get("proxy-authorization")
+        if auth is not None:
+            m = _NONCE.search(auth)
+            if m is not None:
+                seen = self.challenges.get((src, sport, m.group(1)))
+                if seen is not None and now - seen <= p.nonce_ttl:
+                    u = _USERNAME.search(auth)
+                    user = clean(u.group(1).decode("utf-8", "replace")) if u else ""
+                    key = (src, sport, msg.headers.get("call-id") or b"", _cseq(msg))
+                    self.pending.pop(key, None)
+                    if len(self.pending) >= p.max_pending:
+                        del self.pending[next(iter(self.pending))]
+                    self.pending[key] = (user, now)
+        return out
+
+    # -- the PBX's answers --------------------------------------------------------------------
+    def _response(
+        self, msg: Response, dst: bytes, dport: int, now: float, tcp: bool
+    ) -> list[Event]:
+        p = self.policy
+        status = msg.status
+        key = (dst, dport, msg.headers.get("call-id") or b"", _cseq(msg))
+        out: list[Event] = []
+        if status in _RESPONSE_STATUS:
+            pend = self.pending.pop(key, None)
+            if pend is not None:
+                out.append(
+                    Event(
+                        _time(now),
+                        EventKind.AUTH_FAILED_WITH_CREDENTIALS,
+                        _addr(dst),
+                        dport,
+                        pend[0],
+                        "wire",
+                        f"{status} {clean(msg.reason)} to credentials that answered our challenge",
+                        True,
+                    )
+                )
+            if status != 403:
+                chal = msg.headers.get("www-authenticate") or msg.headers.get("proxy-authenticate")
+                m = None if chal is None else _NONCE.search(chal)
+                if m is not None:
+                    ck = (dst, dport, m.group(1))
+                    self.challenges.pop(ck, None)
+                    if len(self.challenges) >= p.max_challenges:
+                        del self.challenges[next(iter(self.challenges))]
+                    self.challenges[ck] = now
+        elif status == 404:
+            kind = (
+                EventKind.UNKNOWN_EXTENSION
+                if _cseq(msg).endswith(b"INVITE")
+                else EventKind.UNKNOWN_ACCOUNT
+            )
+            user = _user(msg.headers.get("to"))
+            out.append(self._event(kind, dst, dport, user, now, tcp, f"404 {clean(msg.reason)}"))
+        elif 200 <= status < 300:
+            self.pending.pop(key, None)
+        return out
+
+    def _event(  # noqa: PLR0917 - private helper, every argument is needed
+        self,
+        kind: EventKind,
+        src: bytes,
+        port: int,
+        account: str | None,
+        now: float,
+        tcp: bool,
+        detail: str,
+    ) -> Event:
+        return Event(_time(now), kind, _addr(src), port, account, "wire", detail, tcp)
+
+
+def _time(now: float) -> datetime:
+    return datetime.fromtimestamp(now, UTC)
+
+
+def _cseq(msg: Request | Response) -> bytes:
+    return b" ".join((msg.headers.get("cseq") or b"").split())
+
+
+def _user(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        user = parse_name_addr(value).uri.user
+    except SipParseError:
+        return None
+    return None if user is None else clean(user, 64)
+
+
+def _target(msg: Request) -> str | None:
+    """The account or extension a request tries: To user for REGISTER, else R-URI user."""
+    if msg.method == "REGISTER":
+        return _user(msg.headers.get("to"))
+    try:
+        user = parse_uri(msg.uri.encode("utf-8", "replace")).user
+    except SipParseError:
+        return None
+    return None if user is None else clean(user, 64)
