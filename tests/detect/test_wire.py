@@ -45,8 +45,11 @@ def test_failed_credentials_after_our_challenge_are_verified() -> None:
         levels.append(verdicts.level(ipaddress.ip_address(ATK)))
     evs = crack_round(det, 99, 1100.0)
     cred = [e for e in evs if e.kind is EventKind.AUTH_FAILED_WITH_CREDENTIALS]
-    assert len(cred) == 1 and cred[0].verified and cred[0].account == "1001"
-    assert cred[0].port == 5062 and str(cred[0].source) == "198.51.100.9"
+    assert len(cred) == 1
+    assert cred[0].verified
+    assert cred[0].account == "1001"
+    assert cred[0].port == 5062
+    assert str(cred[0].source) == "198.51.100.9"
     assert levels[0] == Level.SUSPECT
     assert Level.ATTACKER in levels[:10]
     assert levels.index(Level.ATTACKER) == 4  # the fifth credentialed failure
@@ -161,7 +164,8 @@ def test_verdict_table_is_capped() -> None:
             src, 5060, PBX, 5060, register(str(i), f"v{i}", 1, ua="sipcli/1"), now=float(i)
         ):
             small.feed(ev)
-    assert len(small) == 100 and small.forgotten == 900
+    assert len(small) == 100
+    assert small.forgotten == 900
 
 
 @settings(max_examples=300, deadline=None)
