@@ -83,9 +83,25 @@ def test_credentials_with_a_nonce_never_sent_to_that_address_prove_nothing() -> 
             now=2.0 + i,
         )
     assert not [e for e in evs if e.kind is EventKind.AUTH_FAILED_WITH_CREDENTIALS]
-    # Same address but another port: the challenge went to ATK:5062, not ATK:6000.
+    # Another port of the address that received the challenge: the same host, proven.
     det.packet(ATK, 6000, PBX, 5060, register("1001", "p", 2, nonce="real"), now=3.0)
-    assert not det.packet(PBX, 5060, ATK, 6000, response(403, "Forbidden", "1001", "p", 2), now=3.0)
+    evs = det.packet(PBX, 5060, ATK, 6000, response(403, "Forbidden", "1001", "p", 2), now=3.0)
+    assert [e.kind for e in evs] == [EventKind.AUTH_FAILED_WITH_CREDENTIALS]
+
+
+def test_a_nonce_the_pbx_sent_to_two_addresses_proves_nothing() -> None:
+    """Kamailio's default nonces are time-based: two challenges in one second are equal.
+    The attacker receives one; the bystander (spoofed) gets the same one; a replay "from"
+    the bystander then carries a nonce that was indeed sent to it."""
+    det = detector()
+    det.packet(PBX, 5060, ATK, 5062, response(401, "U", "1001", "a", 1, nonce="same"), now=1.0)
+    det.packet(
+        PBX, 5060, BYSTANDER, 5062, response(401, "U", "1001", "b", 1, nonce="same"), now=1.0
+    )
+    det.packet(BYSTANDER, 5062, PBX, 5060, register("1001", "b", 2, nonce="same"), now=1.5)
+    assert not det.packet(PBX, 5060, BYSTANDER, 5062, response(403, "F", "1001", "b", 2), now=1.5)
+    det.packet(ATK, 5062, PBX, 5060, register("1001", "a", 2, nonce="same"), now=1.5)
+    assert not det.packet(PBX, 5060, ATK, 5062, response(403, "F", "1001", "a", 2), now=1.5)
 
 
 def test_spoofed_flood_with_scanner_ua_and_enumeration_stays_at_watch() -> None:

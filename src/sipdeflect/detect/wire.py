@@ -2,7 +2,8 @@
 # bytes), ports, the payload and `now`; we decode with the SIP core and keep per-source
 # features in capped tables. The one signal a spoofer cannot fake is correlated here: a
 # request whose Authorization nonce matches a challenge we saw the PBX send to that same
-# address:port, then answered 401/403/407, is AUTH_FAILED_WITH_CREDENTIALS, verified.
+# address (and to no other), then answered 401/403/407, is AUTH_FAILED_WITH_CREDENTIALS,
+# verified.
 # Everything else (rate, enumeration, scanner User-Agent, 404s) is verified only over TCP.
 #
 # Memory bound: three dicts capped by count (sources, challenges, pending credentialed
@@ -63,7 +64,12 @@ class WireDetector:
         self.policy = policy or WirePolicy()
         self.fingerprints = fingerprints
         self.sources: dict[bytes, _Src] = {}
-        self.challenges: dict[tuple[bytes, int, bytes], float] = {}
+        # nonce -> (address, when) it was sent to; None once the PBX sent the same nonce
+        # to a second address (time-based nonces repeat within a second, so an attacker who
+        # got one could replay it "from" a bystander challenged in that second). The port
+        # is not part of the proof: whoever answers from another port of the address that
+        # received the challenge can receive there too (same host or same NAT).
+        self.challenges: dict[bytes, tuple[bytes, float] | None] = {}
         self.pending: dict[tuple[bytes, int, bytes, bytes], tuple[str, float]] = {}
         self.stats = {"packets": 0, "unparsable": 0, "requests": 0, "responses": 0, "evicted": 0}
 
@@ -166,8 +172,8 @@ class WireDetector:
         if auth is not None:
             m = _NONCE.search(auth)
             if m is not None:
-                seen = self.challenges.get((src, sport, m.group(1)))
-                if seen is not None and now - seen <= p.nonce_ttl:
+                seen = self.challenges.get(m.group(1))
+                if seen is not None and seen[0] == src and now - seen[1] <= p.nonce_ttl:
                     u = _USERNAME.search(auth)
                     user = clean(u.group(1).decode("utf-8", "replace")) if u else ""
                     key = (src, sport, msg.headers.get("call-id") or b"", _cseq(msg))
@@ -204,11 +210,12 @@ class WireDetector:
                 chal = msg.headers.get("www-authenticate") or msg.headers.get("proxy-authenticate")
                 m = None if chal is None else _NONCE.search(chal)
                 if m is not None:
-                    ck = (dst, dport, m.group(1))
-                    self.challenges.pop(ck, None)
+                    nonce = m.group(1)
+                    before = self.challenges.pop(nonce, (dst, now))
                     if len(self.challenges) >= p.max_challenges:
                         del self.challenges[next(iter(self.challenges))]
-                    self.challenges[ck] = now
+                    same = before is not None and before[0] == dst
+                    self.challenges[nonce] = (dst, now) if same else None
         elif status == 404:
             kind = (
                 EventKind.UNKNOWN_EXTENSION

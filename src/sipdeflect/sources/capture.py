@@ -26,15 +26,18 @@ class _SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
-def open_capture(ifname: str, ports: list[int], sock: socket.socket | None = None) -> socket.socket:
-    """An AF_PACKET socket bound to ifname with the port filter attached. Pass ``sock`` to
-    use one created elsewhere (e.g. inside a network namespace)."""
+def open_capture(
+    ifname: str | None, ports: list[int], sock: socket.socket | None = None
+) -> socket.socket:
+    """An AF_PACKET socket bound to ifname (None: every interface) with the port filter
+    attached. Pass ``sock`` to use one created elsewhere (e.g. inside a namespace)."""
     s = sock or socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     prog = port_filter(ports)
     buf = ctypes.create_string_buffer(pack(prog))
     fprog = _SockFprog(len(prog), ctypes.addressof(buf))
     s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
-    s.bind((ifname, ETH_P_ALL))
+    if ifname is not None:
+        s.bind((ifname, ETH_P_ALL))
     # Drop what queued before the filter was attached (the socket saw everything until then).
     s.setblocking(False)
     for _ in range(100_000):
