@@ -71,7 +71,7 @@ class Policy:
     window: float = 600.0  # seconds of evidence that count
     rules: tuple[LevelRule, ...] = RULES
     evidence: Mapping[tuple[EventKind, bool], Evidence] = field(default_factory=lambda: EVIDENCE)
-    max_sources: int = 50_000  # sources remembered; watch-level ones are forgotten first
+    max_sources: int = 20_000  # sources remembered (~700 B each); watch-level forgotten first
 
     def keep(self) -> dict[Evidence, int]:
         """How many timestamps per evidence class the rules can ever need."""

@@ -33,21 +33,44 @@ class WirePolicy:
     flood_requests: int = 50  # requests from one source in one bucket = a flood
     enumeration_step: int = 10  # every this many distinct accounts/extensions: an event
     max_accounts: int = 64  # distinct accounts remembered per source
-    max_sources: int = 65_536
-    max_challenges: int = 65_536
-    max_pending: int = 16_384
+    max_sources: int = 32_768  # ~200 B each with the key
+    max_challenges: int = 32_768  # ~250 B each; under a 1M-source/min flood ~2 s of history
+    max_pending: int = 8_192
     nonce_ttl: float = 300.0  # a challenge older than this no longer proves anything
 
 
+_METHODS = {"REGISTER": 0, "INVITE": 1, "OPTIONS": 2}
+_METHOD_NAMES = ("REGISTER", "INVITE", "OPTIONS", "other")
+
+
 class _Src:
-    __slots__ = ("accounts", "bucket_start", "count", "methods", "ua_done")
+    """Per-source features, kept small (about 200 bytes with its key): a flood of spoofed
+    sources creates one per address. The account set is created at the second account."""
+
+    __slots__ = ("account", "accounts", "bucket_start", "count", "methods", "ua_done")
 
     def __init__(self, now: float) -> None:
         self.bucket_start = now
         self.count = 0
-        self.methods: dict[str, int] = {}
-        self.accounts: set[str] = set()
+        self.methods = [0, 0, 0, 0]  # REGISTER, INVITE, OPTIONS, other in this bucket
+        self.account: str | None = None  # the first account tried
+        self.accounts: set[str] | None = None  # every distinct one, from the second on
         self.ua_done = False
+
+    def distinct(self, account: str, cap: int) -> int:
+        """Record an account; how many distinct ones so far (0: nothing new)."""
+        if self.account is None:
+            self.account = account
+            return 1
+        if self.accounts is None:
+            if account == self.account:
+                return 0
+            self.accounts = {self.account, account}
+            return 2
+        if account in self.accounts or len(self.accounts) >= cap:
+            return 0
+        self.accounts.add(account)
+        return len(self.accounts)
 
 
 _NONCE = re.compile(rb'nonce\s*=\s*"([^"]{1,256})"', re.I)
@@ -118,13 +141,11 @@ class WireDetector:
         self.sources[src] = st
         if now - st.bucket_start >= p.bucket:
             st.bucket_start, st.count = now, 0
-            st.methods.clear()
+            st.methods = [0, 0, 0, 0]
         st.count += 1
-        method = msg.method if len(msg.method) <= 16 else "OTHER"
-        if method in st.methods or len(st.methods) < 8:
-            st.methods[method] = st.methods.get(method, 0) + 1
+        st.methods[_METHODS.get(msg.method, 3)] += 1
         if st.count == p.flood_requests:
-            mix = ", ".join(f"{m} {n}" for m, n in sorted(st.methods.items()))
+            mix = ", ".join(f"{m} {n}" for m, n in zip(_METHOD_NAMES, st.methods, strict=True) if n)
             out.append(
                 self._event(
                     EventKind.REQUEST_FLOOD,
@@ -137,20 +158,19 @@ class WireDetector:
                 )
             )
         account = _target(msg)
-        if account is not None and account not in st.accounts and len(st.accounts) < p.max_accounts:
-            st.accounts.add(account)
-            if len(st.accounts) % p.enumeration_step == 0:
-                out.append(
-                    self._event(
-                        EventKind.ENUMERATION,
-                        src,
-                        sport,
-                        account,
-                        now,
-                        tcp,
-                        f"{len(st.accounts)} distinct accounts/extensions tried",
-                    )
+        distinct = 0 if account is None else st.distinct(account, p.max_accounts)
+        if distinct and distinct % p.enumeration_step == 0:
+            out.append(
+                self._event(
+                    EventKind.ENUMERATION,
+                    src,
+                    sport,
+                    account,
+                    now,
+                    tcp,
+                    f"{distinct} distinct accounts/extensions tried",
                 )
+            )
         if not st.ua_done:
             st.ua_done = True
             ua = msg.headers.get("user-agent")
