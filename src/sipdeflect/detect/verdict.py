@@ -121,7 +121,12 @@ class Verdicts:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self._keep = self.policy.keep()
-        self._top = max((r.level for r in self.policy.rules), default=Level.NONE)
+        # The highest level a rule that counts each evidence class can give: more of that
+        # class cannot lift a source already there (only other rules could, unchanged).
+        self._cap: dict[Evidence, Level] = {}
+        for rule in self.policy.rules:
+            for cls in rule.needs:
+                self._cap[cls] = max(self._cap.get(cls, Level.NONE), rule.level)
         self._state: dict[Address, _State] = {}
         self.forgotten = 0
 
@@ -141,8 +146,8 @@ class Verdicts:
         times = st.times.setdefault(cls, [])
         times.append(now)
         del times[: -self._keep.get(cls, 1)]
-        if st.level >= self._top:
-            return None  # already as high as the rules go
+        if st.level >= self._cap.get(cls, Level.NONE):
+            return None  # more of this evidence cannot lift it
         horizon = now - self.policy.window
         for ts in st.times.values():
             while ts and ts[0] <= horizon:
