@@ -5,7 +5,8 @@
 # from an address proven by TCP or a challenge round trip), UNPROVEN (anything a forged
 # UDP source could cause). A source reaches the highest level whose rule is met within
 # the sliding window (RULES). By default nothing UNPROVEN lifts a source above "watch", so
-# forged packets cannot get a bystander deflected. Memory: a capped table of sources.
+# forged packets cannot get a bystander deflected. Memory: a capped table of sources
+# (watch-level ones are forgotten first).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -136,18 +137,22 @@ class Verdicts:
         if cls is None:
             return None
         now = ev.time.timestamp()
-        st = self._state.pop(ev.source, None)  # re-inserted last: dict order is recency
+        st = self._state.get(ev.source)
         if st is None:
-            st = _State(now)
             self._bound()
-        self._state[ev.source] = st
-        st.last = max(st.last, now)
-        st.counts[ev.kind] = st.counts.get(ev.kind, 0) + 1
-        times = st.times.setdefault(cls, [])
-        times.append(now)
-        del times[: -self._keep.get(cls, 1)]
+            st = self._state[ev.source] = _State(now)
+        if now > st.last:
+            st.last = now
+        counts = st.counts
+        counts[ev.kind] = counts.get(ev.kind, 0) + 1
         if st.level >= self._cap.get(cls, Level.NONE):
-            return None  # more of this evidence cannot lift it
+            return None  # more of this evidence cannot lift it (nor is it kept)
+        times = st.times.get(cls)
+        if times is None:
+            times = st.times[cls] = []
+        times.append(now)
+        if len(times) > self._keep.get(cls, 1):
+            del times[0]
         horizon = now - self.policy.window
         for ts in st.times.values():
             while ts and ts[0] <= horizon:
@@ -166,8 +171,10 @@ class Verdicts:
         return Level.NONE, ""
 
     def _bound(self) -> None:
-        """Make room for one more source: forget the least recently seen watch-level one
-        (or, failing that among the 64 oldest, the oldest of all)."""
+        """Make room for one more source: forget the oldest watch-level one (dict order is
+        first-seen order; one hash per event instead of an LRU touch), or, when none among
+        the 64 oldest is at watch, the oldest of all. Suspects and attackers hold evidence
+        a spoofer cannot forge, so floods of forged sources churn only watch entries."""
         if len(self._state) < self.policy.max_sources:
             return
         victim: Address | None = None

@@ -50,13 +50,27 @@ class LogFormat:
     rules: tuple[Rule, ...]
     sniff: re.Pattern[str]  # lines typical of this PBX, for format detection
     markers: tuple[str, ...] = field(init=False)
+    _first: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "markers", tuple(dict.fromkeys(r.marker for r in self.rules)))
+        first: dict[str, int] = {}
+        for i, r in enumerate(self.rules):
+            first.setdefault(r.marker, i)
+        object.__setattr__(self, "_first", first)
 
     def parse(self, line: str, ctx: Context) -> Event | None:
         """One log line -> an Event, or None when it is not a failure we know."""
         for rule in self.rules:
+            if rule.marker in line:
+                ev = _apply(self.name, rule, line, ctx)
+                if ev is not None:
+                    return ev
+        return None
+
+    def _parse_from(self, first: int, line: str, ctx: Context) -> Event | None:
+        """parse(), knowing no rule before index ``first`` has its marker in the line."""
+        for rule in self.rules[first:]:
             if rule.marker in line:
                 ev = _apply(self.name, rule, line, ctx)
                 if ev is not None:
@@ -69,23 +83,25 @@ class LogFormat:
         Only lines holding a marker are looked at: str.find runs at memchr speed over the
         buffer, so the regexes see a small fraction of a quiet log.
         """
-        starts: set[int] = set()
-        for marker in self.markers:
+        starts: dict[int, int] = {}  # line start -> first rule whose marker it holds
+        for marker, first in self._first.items():
             pos = buf.find(marker)
             while pos >= 0:
                 start = buf.rfind("\n", 0, pos) + 1
-                starts.add(start)
+                if starts.get(start, first) >= first:
+                    starts[start] = first
                 end = buf.find("\n", pos)
                 if end < 0:
                     break
                 pos = buf.find(marker, end)
         lineno, prev = first_line, 0
+        parse = self._parse_from
         for start in sorted(starts):
             lineno += buf.count("\n", prev, start)
             prev = start
             end = buf.find("\n", start)
             line = buf[start:] if end < 0 else buf[start:end]
-            ev = self.parse(line.rstrip("\r"), ctx)
+            ev = parse(starts[start], line.rstrip("\r"), ctx)
             if ev is not None:
                 yield lineno, ev
 
@@ -100,12 +116,12 @@ def _apply(origin: str, rule: Rule, line: str, ctx: Context) -> Event | None:
     groups = m.groupdict()
     reason = groups.get("reason")
     if reason is None:
-        outcome, detail = rule.outcomes.get("", rule.default), m.group()
+        outcome, detail = rule.outcomes.get("", rule.default), clean(m.group())
     else:
         outcome = rule.outcomes.get(reason)
-        detail = reason
+        detail = reason  # a key of our own table: plain text
         if outcome is None:
-            outcome = rule.default
+            outcome, detail = rule.default, clean(reason)
     if outcome is None:
         return None
     kind, verified = outcome
@@ -128,33 +144,26 @@ def _apply(origin: str, rule: Rule, line: str, ctx: Context) -> Event | None:
             if u is not None:
                 account = u.group(1)
         account = clean(account)
-    return Event(stamp(line, ctx), kind, src, port, account, origin, clean(detail), verified)
+    return Event(stamp(line, ctx), kind, src, port, account, origin, detail, verified)
 
 
 def _cand(m: re.Match[str]) -> Address | None:
     return _source(m.groupdict())[0]
 
 
-_HOSTPORTS: dict[str, tuple[Address | None, int | None]] = {}
-
-
 def _source(groups: Mapping[str, str | None]) -> tuple[Address | None, int | None]:
     hostport = groups.get("hostport")
     if hostport is not None:
-        got = _HOSTPORTS.get(hostport)
-        if got is None:
-            host, port_text = split_hostport(hostport)
-            got = address(host), _port(port_text)
-            if len(_HOSTPORTS) > 65536:
-                _HOSTPORTS.clear()
-            _HOSTPORTS[hostport] = got
-        return got
+        host, port_text = split_hostport(hostport)
+        return address(host), _port(port_text)
     return address(groups.get("addr") or ""), _port(groups.get("port"))
 
 
 def _port(text: str | None) -> int | None:
-    port = int(text) if text and text.isdigit() else None
-    return port if port is not None and 0 < port < 65536 else None
+    if not text or not text.isdigit() or len(text) > 5:
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
 
 
 def split_hostport(text: str) -> tuple[str, str | None]:
@@ -162,10 +171,12 @@ def split_hostport(text: str) -> tuple[str, str | None]:
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         return host, rest[1:] if rest.startswith(":") else None
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
+    host, colon, port = text.partition(":")
+    if not colon:
+        return text, None
+    if ":" not in port:
         return host, port
-    return text, None
+    return text, None  # a bare IPv6 address
 
 
 _URI_USER = re.compile(r"sips?:([^@;>]*)@")
@@ -196,17 +207,24 @@ _STAMPS_CTX: Context | None = None
 
 def stamp(line: str, ctx: Context) -> datetime:
     """The line's leading timestamp as UTC, or ctx.default when it has none."""
-    m = _STAMP.match(line)
-    if m is None:
-        return ctx.default
     global _STAMPS_CTX  # noqa: PLW0603 - the cache belongs to one Context at a time
     if _STAMPS_CTX is not ctx or len(_STAMPS) > 4096:
         _STAMPS.clear()
         _STAMPS_CTX = ctx
+    # Fast path: a cached "[...]" stamp (Asterisk) needs no regex.
+    head = line[:21] if line[:1] == "[" else None
+    got = None if head is None else _STAMPS.get(head)
+    if got is not None:
+        return got
+    m = _STAMP.match(line)
+    if m is None:
+        return ctx.default
     key = m.group()
     got = _STAMPS.get(key)
     if got is None:
         got = _STAMPS[key] = _to_datetime(m, ctx)
+    if head is not None and head == key + "]":
+        _STAMPS[head] = got
     return got
 
 
