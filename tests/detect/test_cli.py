@@ -75,3 +75,20 @@ def test_analyze_flags_the_cracker_not_the_spoofed_bystander(tmp_path: Path) -> 
     assert when["time"].startswith("2023-11-14T22:13:22")  # the fifth try, 2 s in
     human = runner.invoke(app, ["analyze", str(cap)])
     assert "attacker" in human.stdout
+
+
+def test_json_lines_equal_the_event_contract_even_for_hostile_text(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    hostile = 'a"b\\\\c\x1b[31m\u2028'
+    log.write_text(
+        f"[2024-03-01 10:00:00] NOTICE[1] chan_sip.c: Registration from '<sip:{hostile}@h>'"
+        " failed for '2001:db8::9' - Peer is not supposed to register\n"
+    )
+    res = runner.invoke(app, ["logscan", "--json", str(log)])
+    row = json.loads(res.stdout.split("\n")[0])
+    from sipdeflect.detect.logs import FORMATS, Context
+
+    ev = FORMATS["asterisk"].parse(log.read_text().split("\n")[0], Context(year=2024))
+    assert ev is not None
+    assert row == {"file": str(log), "line": 1, **ev.as_json()}
+    assert "\x1b" not in res.stdout

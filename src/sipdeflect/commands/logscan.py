@@ -49,16 +49,49 @@ def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
 
 
+TABLE_ROWS = 50  # a rich table for the first rows; plain lines after (rich is slow)
+
+
 def print_flags(verdicts: Verdicts, con: Console) -> int:
-    """The flagged-sources table; returns how many are at least suspect."""
+    """Who would be flagged, highest level first; returns how many are at least suspect."""
     t = Table("source", "level", "since", "why", "events", box=None, title="who would be flagged")
+    rest: list[str] = []
     n = 0
-    for s in verdicts.summaries():
+    for i, s in enumerate(verdicts.summaries()):
         n += s.level >= Level.SUSPECT
         counts = ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))
-        t.add_row(str(s.source), s.level.name.lower(), _when(s.since), s.reason, counts)
+        row = (str(s.source), s.level.name.lower(), _when(s.since), s.reason, counts)
+        if i < TABLE_ROWS:
+            t.add_row(*row)
+        else:
+            rest.append("  ".join(row))
     con.print(t)
+    if rest:
+        con.file.write("\n".join(rest) + "\n")
     return n
+
+
+class _JsonLines:
+    """One JSON object per event. Fields we produce (time, kind, address, numbers) are
+    formatted directly; attacker text (account, detail) and the path go through json."""
+
+    def __init__(self) -> None:
+        self._iso: dict[dt.datetime, str] = {}
+
+    def line(self, path_json: str, n: int, ev: Event) -> str:
+        iso = self._iso.get(ev.time)
+        if iso is None:
+            if len(self._iso) > 4096:
+                self._iso.clear()
+            iso = self._iso[ev.time] = ev.time.isoformat()
+        port = "null" if ev.port is None else str(ev.port)
+        account = "null" if ev.account is None else json.dumps(ev.account)
+        return (
+            f'{{"file": {path_json}, "line": {n}, "time": "{iso}", "kind": "{ev.kind}", '
+            f'"source": "{ev.source}", "port": {port}, "account": {account}, '
+            f'"origin": "{ev.origin}", "verified": {"true" if ev.verified else "false"}, '
+            f'"detail": {json.dumps(ev.detail)}}}\n'
+        )
 
 
 def logscan(
@@ -75,6 +108,7 @@ def logscan(
     """
     now = dt.datetime.now(dt.UTC)
     verdicts = Verdicts()
+    jl = _JsonLines()
     out = sys.stdout
     err = Console(stderr=True, highlight=False)
     total = sum(f.stat().st_size for f in files)
@@ -93,12 +127,12 @@ def logscan(
             mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
             ctx = Context(year=year or now.year, default=mtime, now=None if year else now)
             chosen = None if fmt is Fmt.AUTO else get_format(fmt.value)
+            path_json = json.dumps(str(path))
             try:
                 for n, ev in scan_file(path, chosen, ctx, lambda k: bar.advance(task, k)):
                     verdicts.feed(ev)
                     if as_json:
-                        out.write(json.dumps({"file": str(path), "line": n, **ev.as_json()}))
-                        out.write("\n")
+                        out.write(jl.line(path_json, n, ev))
                     else:
                         port = "" if ev.port is None else f":{ev.port}"
                         out.write(

@@ -68,7 +68,12 @@ def clean(text: str, limit: int = 200) -> str:
         text = text[:limit] + "..."
     if text.isprintable() or _CTRL.search(text) is None:
         return text
-    return _CTRL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CTRL.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
 _ADDR_CACHE: dict[str, Address | None] = {}

@@ -141,8 +141,7 @@ class Verdicts:
         if st is None:
             self._bound()
             st = self._state[ev.source] = _State(now)
-        if now > st.last:
-            st.last = now
+        st.last = max(st.last, now)
         counts = st.counts
         counts[ev.kind] = counts.get(ev.kind, 0) + 1
         if st.level >= self._cap.get(cls, Level.NONE):
