@@ -14,9 +14,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from sipdeflect.commands.logscan import print_flags
 from sipdeflect.detect.verdict import Verdicts
-from sipdeflect.detect.wire import WireDetector, WirePolicy
-from sipdeflect.sources.data import default_fingerprints
-from sipdeflect.sources.pcapfile import read_pcap
 
 
 def analyze(
@@ -29,6 +26,11 @@ def analyze(
     Only failed logins that answered the PBX's own challenge (seen in the capture) make an
     "attacker"; floods, scanner User-Agents and enumeration over UDP stay at "watch".
     """
+    # Imported here: dpkt and the SIP core would cost every other command ~0.1 s of start-up.
+    from sipdeflect.detect.wire import WireDetector, WirePolicy  # noqa: PLC0415
+    from sipdeflect.sources.data import default_fingerprints  # noqa: PLC0415
+    from sipdeflect.sources.pcapfile import read_pcap  # noqa: PLC0415
+
     det = WireDetector(default_fingerprints(), WirePolicy(ports=frozenset(port)))
     verdicts = Verdicts()
     err = Console(stderr=True, highlight=False)
