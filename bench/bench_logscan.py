@@ -1,0 +1,139 @@
+# logscan throughput against fail2ban-regex on the same generated 200k-line Asterisk log,
+# for two mixes: half failure lines (a brute force plus a scan from 2,000 sources, what the
+# log looks like under attack) and one line in ten. Both the prefilter (ordinary Asterisk
+# chatter) and the per-line parse are exercised. We time the scan in-process (parse + the
+# policy) and the whole CLI (`sipdeflect logscan --json` to a pipe, start-up included)
+# against fail2ban-regex with its stock asterisk filter, in CPU seconds, pinned to one
+# core (the machine is shared). Figures go to bench/results/logscan.json.
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import save
+from sipdeflect.detect.logs import FORMATS, Context
+from sipdeflect.detect.verdict import Verdicts
+from sipdeflect.sources.chunks import read_chunks
+
+NOISE = (
+    "VERBOSE[{pid}][C-0000{c:04x}] pbx.c: Executing [{ext}@from-internal:1] "
+    'Dial("PJSIP/{ext}-0000{c:04x}", "PJSIP/{ext2},30,tT") in new stack',
+    "VERBOSE[{pid}] res_pjsip_registrar.c: Added contact 'sip:{ext}@10.0.0.{o}:5060' "
+    "to AOR '{ext}' with expiration of 3600 seconds",
+    "VERBOSE[{pid}][C-0000{c:04x}] app_dial.c: PJSIP/{ext2}-0000{c:04x} answered "
+    "PJSIP/{ext}-0000{c:04x}",
+    "WARNING[{pid}] res_rtp_asterisk.c: RTP Read error: Unable to determine sender",
+)
+ATTACK = (
+    "NOTICE[{pid}] chan_sip.c: Registration from '<sip:{ext}@203.0.113.1>' failed for "
+    "'{ip}:{port}' - Wrong password",
+    "NOTICE[{pid}] chan_sip.c: Registration from '\"{ext}\"<sip:{ext}@203.0.113.1>' failed "
+    "for '{ip}:{port}' - No matching peer found",
+    "NOTICE[{pid}] res_pjsip/pjsip_distributor.c: Request 'REGISTER' from "
+    "'<sip:{ext}@203.0.113.1>' failed for '{ip}:{port}' (callid: {c:08x}) - Failed to "
+    "authenticate",
+    'SECURITY[{pid}] res_security_log.c: SecurityEvent="InvalidAccountID",EventTV='
+    '"2024-05-01T10:00:00.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",'
+    'AccountID="{ext}",SessionID="{c:08x}",LocalAddress="IPV4/UDP/203.0.113.1/5060",'
+    'RemoteAddress="IPV4/UDP/{ip}/{port}"',
+    "NOTICE[{pid}][C-0000{c:04x}] chan_sip.c: Call from '' ({ip}:{port}) to extension "
+    "'00972{ext}' rejected because extension not found in context 'default'.",
+)
+
+
+def make_log(path: Path, lines: int, attack: float = 0.5, seed: int = 7) -> None:
+    rnd = random.Random(seed)
+    ips = [f"198.51.{rnd.randrange(256)}.{rnd.randrange(1, 255)}" for _ in range(2000)]
+    out = []
+    for i in range(lines):
+        t = f"[2024-05-01 {10 + i // 36000:02d}:{i // 600 % 60:02d}:{i // 10 % 60:02d}] "
+        tmpl = rnd.choice(ATTACK) if rnd.random() < attack else rnd.choice(NOISE)
+        out.append(
+            t
+            + tmpl.format(
+                pid=rnd.randrange(1000, 30000),
+                c=rnd.randrange(1 << 16),
+                ext=rnd.randrange(100, 9999),
+                ext2=rnd.randrange(100, 999),
+                o=rnd.randrange(2, 250),
+                ip=rnd.choice(ips),
+                port=rnd.randrange(1024, 65535),
+            )
+        )
+    path.write_text("\n".join(out) + "\n")
+
+
+def child_cpu(argv: list[str]) -> tuple[float, float, str]:
+    """(CPU seconds, wall seconds, stdout) of a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, wall, res.stdout
+
+
+def in_process(path: Path) -> tuple[float, int]:
+    ctx = Context(year=2024, default=datetime(2024, 5, 1, tzinfo=UTC))
+    fmt = FORMATS["asterisk"]
+    t0 = time.process_time()
+    n = 0
+    verdicts = Verdicts()
+    for buf in read_chunks(path):
+        for _, ev in fmt.scan(buf, ctx):
+            verdicts.feed(ev)
+            n += 1
+    return time.process_time() - t0, n
+
+
+def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, object]:
+    make_log(log, lines, attack)
+    best, events = min(in_process(log) for _ in range(3))
+    fig: dict[str, object] = {
+        "failure_share": attack,
+        "events": events,
+        "in_process_lines_per_cpu_s": round(lines / best),
+    }
+    exe = Path(sys.executable).parent / "sipdeflect"
+    cpu, wall, _ = child_cpu([str(exe), "logscan", "--json", str(log)])
+    fig["cli_json_lines_per_cpu_s"] = round(lines / cpu)
+    fig["cli_json_wall_s"] = round(wall, 2)
+    f2b = shutil.which("fail2ban-regex")
+    if f2b and fail2ban:
+        cpu_f, wall_f, out = child_cpu([f2b, str(log), "/etc/fail2ban/filter.d/asterisk.conf"])
+        summary = next((ln for ln in out.splitlines() if ln.startswith("Lines:")), "")
+        fig["fail2ban_regex_lines_per_cpu_s"] = round(lines / cpu_f)
+        fig["fail2ban_regex_wall_s"] = round(wall_f, 2)
+        fig["fail2ban_regex_summary"] = summary.strip()
+        fig["speedup_in_process"] = round(cpu_f / best, 1)
+        fig["speedup_cli"] = round(cpu_f / cpu, 1)
+    return fig
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="bench logscan")
+    ap.add_argument("--lines", type=int, default=200_000)
+    ap.add_argument("--no-fail2ban", action="store_true")
+    ap.add_argument("--cpu", type=int, default=1, help="core to pin to (children inherit)")
+    args = ap.parse_args(argv)
+    os.sched_setaffinity(0, {args.cpu})
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "asterisk.log"
+        figures: dict[str, object] = {
+            "lines": args.lines,
+            "pinned_cpu": args.cpu,
+            "clock": "CPU seconds (process_time / child rusage): the machine is shared",
+            "mixes": [one_mix(log, args.lines, a, not args.no_fail2ban) for a in (0.5, 0.1)],
+        }
+        save("logscan", figures)
+    return 0

@@ -1,0 +1,144 @@
+# Wire detector throughput on one core, and peak RSS under a flood from a million distinct
+# spoofed sources in one minute. No network: datagrams are built in-process (the shapes
+# SIPVicious sends, the PBX's 401s) and fed to WireDetector.packet + the default policy,
+# as the capture loop does. The flood runs in a fresh interpreter so its peak RSS is the
+# detector's, not this process's. Figures go to bench/results/wire.json.
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from bench.common import peak_rss_mib, save
+
+PBX = bytes([203, 0, 113, 1])
+REG = (
+    b"REGISTER sip:203.0.113.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 198.51.100.9:5062;branch=z9hG4bK-%d;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'To: "%d" <sip:%d@203.0.113.1>\r\n'
+    b'From: "%d" <sip:%d@203.0.113.1>;tag=3130303a31323334\r\n'
+    b"User-Agent: friendly-scanner\r\n"
+    b"Call-ID: %d\r\n"
+    b"CSeq: 1 REGISTER\r\n"
+    b"Contact: sip:100@198.51.100.9\r\n"
+    b"Accept: application/sdp\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+CHAL = (
+    b"SIP/2.0 401 Unauthorized\r\n"
+    b"Via: SIP/2.0/UDP 198.51.100.9:5062;branch=z9hG4bK-%d;rport=5062\r\n"
+    b'To: "%d" <sip:%d@203.0.113.1>;tag=srv\r\n'
+    b'From: "%d" <sip:%d@203.0.113.1>;tag=3130303a31323334\r\n'
+    b"Call-ID: %d\r\n"
+    b"CSeq: 1 REGISTER\r\n"
+    b'WWW-Authenticate: Digest realm="lab", nonce="%x", qop="auth"\r\n'
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def vm_hwm_mib() -> float:
+    """Peak RSS of this process image from /proc (VmHWM). Unlike getrusage's ru_maxrss it
+    does not inherit the parent's peak across fork+exec."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mib()
+
+
+def _pair(i: int, account: int) -> tuple[bytes, bytes]:
+    a = account
+    return REG % (i, a, a, a, a, i), CHAL % (i, a, a, a, a, i, i * 2654435761 % (1 << 32))
+
+
+def throughput(n: int) -> dict[str, float]:
+    from sipdeflect.detect.verdict import Verdicts
+    from sipdeflect.detect.wire import WireDetector
+    from sipdeflect.sources.data import default_fingerprints
+
+    det, verdicts = WireDetector(default_fingerprints()), Verdicts()
+    # 1000 sources, each walking accounts (enumeration) and being challenged.
+    pkts = []
+    for i in range(n // 2):
+        src = (0xC6336400 + i % 1000).to_bytes(4, "big")
+        req, chal = _pair(i, 100 + i // 1000)
+        pkts.append((src, 5062, PBX, 5060, req))
+        pkts.append((PBX, 5060, src, 5062, chal))
+    t0 = time.perf_counter()
+    now = 1_700_000_000.0
+    for k, (s, sp, d, dp, data) in enumerate(pkts):
+        for ev in det.packet(s, sp, d, dp, data, now=now + k * 1e-4):
+            verdicts.feed(ev)
+    dt = time.perf_counter() - t0
+    return {"packets": len(pkts), "seconds": round(dt, 3), "packets_per_s": round(len(pkts) / dt)}
+
+
+def flood(sources: int) -> dict[str, float]:
+    """A million distinct spoofed sources in one (virtual) minute: each sends a REGISTER
+    with a scanner User-Agent and gets the PBX's 401."""
+    from sipdeflect.detect.verdict import Verdicts
+    from sipdeflect.detect.wire import WireDetector
+    from sipdeflect.sources.data import default_fingerprints
+
+    base_rss = vm_hwm_mib()
+    det, verdicts = WireDetector(default_fingerprints()), Verdicts()
+    now, step = 1_700_000_000.0, 60.0 / sources
+    t0 = time.perf_counter()
+    for i in range(sources):
+        src = (0x0A000000 + i).to_bytes(4, "big")  # 10.0.0.0/8: a million distinct
+        req, chal = _pair(i, 1000)
+        for ev in det.packet(src, 5062, PBX, 5060, req, now=now):
+            verdicts.feed(ev)
+        det.packet(PBX, 5060, src, 5062, chal, now=now)
+        now += step
+    dt = time.perf_counter() - t0
+    return {
+        "sources": sources,
+        "packets": 2 * sources,
+        "seconds": round(dt, 1),
+        "packets_per_s": round(2 * sources / dt),
+        "rss_before_mib": round(base_rss, 1),
+        "peak_rss_mib": round(vm_hwm_mib(), 1),
+        "tables": {
+            "sources": len(det.sources),
+            "challenges": len(det.challenges),
+            "verdicts": len(verdicts),
+        },
+    }
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="bench wire")
+    ap.add_argument("--packets", type=int, default=200_000)
+    ap.add_argument("--sources", type=int, default=1_000_000)
+    ap.add_argument("--cpu", type=int, default=0, help="core to pin to")
+    ap.add_argument("--flood-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    os.sched_setaffinity(0, {args.cpu})
+    if args.flood_child:
+        print(json.dumps(flood(args.sources)))
+        return 0
+    figures: dict[str, object] = {"pinned_cpu": args.cpu, "throughput": throughput(args.packets)}
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "wire",
+            "--flood-child",
+            "--sources",
+            str(args.sources),
+            "--cpu",
+            str(args.cpu),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures["flood"] = json.loads(child.stdout.strip().splitlines()[-1])
+    save("wire", figures)
+    return 0

@@ -1,0 +1,101 @@
+"""File and journal followers: a file that appears later, partial lines, rotation by
+rename, copytruncate; journalctl's JSON lines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sipdeflect.sources.follow import FileFollower, JournalFollower, journal_entry
+
+
+def test_file_that_does_not_exist_yet_then_grows(tmp_path: Path) -> None:
+    log = tmp_path / "full"
+    f = FileFollower(log)
+    assert f.poll() == []
+    log.write_text("one\ntw")
+    assert f.poll() == ["one"]  # a partial line waits for its newline
+    with log.open("a") as fh:
+        fh.write("o\nthree\n")
+    assert f.poll() == ["two", "three"]
+    assert f.poll() == []
+
+
+def test_existing_file_is_followed_from_its_end_unless_asked(tmp_path: Path) -> None:
+    log = tmp_path / "full"
+    log.write_text("old\n")
+    f = FileFollower(log)
+    with log.open("a") as fh:
+        fh.write("new\n")
+    assert f.poll() == ["new"]
+    assert FileFollower(log, from_start=True).poll() == ["old", "new"]
+
+
+def test_rotation_by_rename_reads_the_old_tail_then_the_new_file(tmp_path: Path) -> None:
+    log = tmp_path / "full"
+    log.write_text("")
+    f = FileFollower(log)
+    writer = log.open("a")
+    writer.write("a1\n")
+    writer.flush()
+    assert f.poll() == ["a1"]
+    writer.write("a2\n")
+    writer.flush()
+    log.rename(tmp_path / "full.1")  # logrotate's default
+    writer.write("a3\n")  # the PBX still writes to the old file until reopened
+    writer.close()
+    assert f.poll() == ["a2", "a3"]  # renamed away, nothing new yet: keep reading the old fd
+    log.write_text("b1\n")
+    assert f.poll() == ["b1"]
+    assert f.rotations == 1
+
+
+def test_copytruncate(tmp_path: Path) -> None:
+    log = tmp_path / "full"
+    log.write_text("")
+    f = FileFollower(log)
+    with log.open("a") as fh:
+        fh.write("x1\nx2\n")
+    assert f.poll() == ["x1", "x2"]
+    shutil.copy(log, tmp_path / "full.1")
+    with log.open("r+") as fh:
+        fh.truncate(0)
+    with log.open("a") as fh:
+        fh.write("y\n")
+    assert f.poll() == ["y"]
+    assert f.truncations == 1
+
+
+def test_journal_entries() -> None:
+    line = json.dumps({"MESSAGE": "hello", "__REALTIME_TIMESTAMP": "1700000000000000"})
+    assert journal_entry(line) == (datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC), "hello")
+    raw = json.dumps({"MESSAGE": list(b"bad \xff byte"), "__REALTIME_TIMESTAMP": "1"})
+    got = journal_entry(raw)
+    assert got is not None
+    assert got[1] == "bad \ufffd byte"
+    assert journal_entry("not json") is None
+    assert journal_entry(json.dumps({"MESSAGE": "no time"})) is None
+
+
+def test_journal_follower_runs_its_argv(tmp_path: Path) -> None:
+    """No journald runs in this container, so a stand-in prints journalctl's JSON lines
+    (the format is the one `journalctl -o json` documents); the follower is the real one."""
+    src = tmp_path / "journal.json"
+    src.write_text(
+        "\n".join(
+            json.dumps({"MESSAGE": f"m{i}", "__REALTIME_TIMESTAMP": str(i * 1_000_000)})
+            for i in range(3)
+        )
+        + "\n"
+    )
+    f = JournalFollower(
+        ["SYSLOG_IDENTIFIER=kamailio"],
+        argv=[sys.executable, "-c", f"print(open({str(src)!r}).read(), end='')"],
+    )
+    got = [m for _, m in f.entries()]
+    f.stop()
+    assert got == ["m0", "m1", "m2"]
+    assert f.argv[-1] == "SYSLOG_IDENTIFIER=kamailio"
