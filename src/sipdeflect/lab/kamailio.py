@@ -35,7 +35,6 @@ def config(listen: list[str], users: Mapping[str, str], realm: str = "lab") -> s
     return f"""#!KAMAILIO
 debug=2
 log_stderror=yes
-log_prefix="{{$mt $hdr(CSeq) $ci}} "
 children=1
 tcp_children=1
 {listens}
@@ -51,6 +50,11 @@ loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "auth.so"
 modparam("auth", "nonce_expire", 300)
+# Bind nonces to the client's source address: otherwise an attacker can replay a nonce it
+# obtained itself "from" a spoofed address and Kamailio logs a failed login for that
+# address, the forged evidence sipdeflect must never act on.
+modparam("auth", "auth_checks_register", 8)
+modparam("auth", "auth_checks_no_dlg", 8)
 modparam("usrloc", "db_mode", 0)
 
 request_route {{
