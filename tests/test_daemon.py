@@ -188,7 +188,13 @@ def test_restart_restores_and_reconciles_without_duplicates(
     d2.restore()
     (active,) = ledger2.reconciled
     got = sorted((str(x.target), x.action.value) for x in active)
-    assert got == [("203.0.113.66/32", "deflect"), ("203.0.113.78/32", "block")]
+    # What was durable, plus the config allowlist (the kernel allow set holds it too).
+    assert got == [
+        ("198.51.100.0/24", "allow"),
+        ("203.0.113.66/32", "deflect"),
+        ("203.0.113.78/32", "block"),
+    ]
+
     assert len(got) == len(set(got))
 
 

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 from sipdeflect.config import Config
 from sipdeflect.control import ControlServer
 from sipdeflect.decisions import Action, Address, Decision, Level, parse_target
+from sipdeflect.detect.events import Event
+from sipdeflect.detect.verdict import Verdicts
 from sipdeflect.duration import parse_duration
 from sipdeflect.engine import Engine, Source, State, address
 from sipdeflect.errors import UsageError
@@ -56,6 +58,7 @@ class Daemon:
         self.dry_run = dry_run
         self.clock = clock
         self.engine = Engine(config.policy.to_policy(), allow=config.allow.networks(), own=self.own)
+        self.verdicts = Verdicts()
         self.supervisor = Supervisor(self._report)
         self.control = ControlServer(config.control.socket)
         self.metrics = Metrics()
@@ -64,6 +67,7 @@ class Daemon:
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._stop = asyncio.Event()
         self._sources: dict[str, Callable[[Daemon], Awaitable[None]]] = {}
+        self.on_reload: Callable[[], None] = self.reload  # SIGHUP: `run` reloads the file
         self._register_control()
 
     # -- inputs (call on the loop thread) ---------------------------------------------------
@@ -72,6 +76,24 @@ class Daemon:
         out = self.engine.signal(source, level, reason, self.clock())
         self._apply(out)
         return out
+
+    def event(self, ev: Event) -> list[Decision]:
+        """A detection event (PBX log line or wire observation): stored (sampled), counted,
+        and judged by the verdict policy; a source that reaches a new level is signalled."""
+        self.metrics.events.labels(str(ev.kind)).inc()
+        self.store.record_event(
+            ev.time.timestamp(),
+            str(ev.source),
+            str(ev.kind),
+            ev.detail,
+            account=ev.account,
+            port=ev.port,
+        )
+        self.publish({"type": "event", **ev.as_json()})
+        flag = self.verdicts.feed(ev)
+        if flag is None:
+            return []
+        return self.signal(flag.source, flag.level, flag.reason)
 
     def decoy_seen(self, source: Address) -> None:
         self.counters["decoy_packets"] += 1
@@ -91,13 +113,9 @@ class Daemon:
     def restore(self) -> None:
         self.engine.restore(self.store.load_sources(), self.store.load_manual())
         if not self.dry_run:
-            self.enforcer.reconcile(
-                [
-                    d
-                    for d in self.engine.active()
-                    if d.action is not Action.ALLOW or d.origin != "config"
-                ]
-            )
+            # The kernel's allow set holds the config allowlist too, so no element added
+            # by hand elsewhere can ever catch an allowlisted source.
+            self.enforcer.reconcile(list(self.engine.active()))
 
     def _apply(self, decisions: list[Decision]) -> None:
         if not decisions:
@@ -147,7 +165,8 @@ class Daemon:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self._sighup)
+
         for name, run in self._sources.items():
             self.supervisor.start(name, lambda run=run: run(self))  # type: ignore[misc]
         ticker = asyncio.create_task(self._ticker())
@@ -159,7 +178,11 @@ class Daemon:
             await self.control.close()
             self.metrics.close()
 
+    def _sighup(self) -> None:
+        self.on_reload()  # looked up at signal time: `run` replaces it to reread the file
+
     def stop(self) -> None:
+
         self._stop.set()
 
     def reload(self, config: Config | None = None) -> None:

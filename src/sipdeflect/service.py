@@ -1,0 +1,103 @@
+# Builds the running daemon from a Config: the firewall backend (set up idempotently), the
+# enforcer, the store, and one supervised source per PBX log plus the wire capture. Each
+# source turns what it reads into detection Events handed to Daemon.event on the loop
+# thread; a source that fails is restarted by the supervisor and shown in `status`.
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sipdeflect.config import Config, LogSource
+from sipdeflect.daemon import Daemon
+from sipdeflect.detect.events import Event
+from sipdeflect.detect.logs import Context, LogFormat, UnknownFormatError, detect_format, get_format
+from sipdeflect.detect.wire import WireDetector, WirePolicy
+from sipdeflect.enforce import FirewallEnforcer
+from sipdeflect.firewall.backend import Runner, get_backend, own_addresses
+from sipdeflect.firewall.model import FirewallSettings
+from sipdeflect.firewall.plan import plan_setup
+from sipdeflect.sources.capture import open_capture, run_capture
+from sipdeflect.sources.data import default_fingerprints
+from sipdeflect.sources.follow import FileFollower
+from sipdeflect.store.sqlite import SqliteStore
+
+log = logging.getLogger("sipdeflect")
+POLL = 0.2  # seconds between log polls
+SNIFF_LINES = 200  # lines buffered to recognise an "auto" log's format
+
+
+def settings_of(cfg: Config) -> FirewallSettings:
+    return FirewallSettings(
+        sip_ports=tuple(cfg.sip.ports), decoy_port=cfg.decoy.port, table=cfg.firewall.table
+    )
+
+
+def build(cfg: Config, *, dry_run: bool = False) -> Daemon:
+    settings = settings_of(cfg)
+    backend = get_backend(cfg.firewall.backend, settings, Runner())
+    own = [n.network_address for n in own_addresses(Runner())] if cfg.allow.own_addresses else []
+    if not dry_run:
+        backend.apply(plan_setup(settings))
+    daemon = Daemon(
+        cfg, FirewallEnforcer(backend), SqliteStore(cfg.store.path), own=own, dry_run=dry_run
+    )
+    for spec in cfg.detect.logs:
+        daemon.add_source(f"log {spec.path}", follow_log(spec))
+    if cfg.detect.wire:
+        daemon.add_source("wire", follow_wire(cfg))
+    return daemon
+
+
+def follow_log(spec: LogSource) -> Callable[[Daemon], Awaitable[None]]:
+    async def run(daemon: Daemon) -> None:
+        follower = FileFollower(Path(spec.path))
+        fmt: LogFormat | None = None if spec.format == "auto" else get_format(spec.format)
+        waiting: list[str] = []
+        try:
+            while True:
+                lines = follower.poll()
+                if fmt is None and lines:
+                    waiting += lines
+                    try:
+                        fmt = detect_format("\n".join(waiting[:SNIFF_LINES]))
+                    except UnknownFormatError:
+                        if len(waiting) < SNIFF_LINES:
+                            await asyncio.sleep(POLL)
+                            continue
+                        raise
+                    lines, waiting = waiting, []
+                if fmt is not None and lines:
+                    now = dt.datetime.now(dt.UTC)
+                    ctx = Context(year=now.year, default=now, now=now)
+                    for line in lines:
+                        ev = fmt.parse(line, ctx)
+                        if ev is not None:
+                            daemon.event(ev)
+                await asyncio.sleep(POLL)
+        finally:
+            follower.close()
+
+    return run
+
+
+def follow_wire(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:
+    async def run(daemon: Daemon) -> None:
+        loop = asyncio.get_running_loop()
+        detector = WireDetector(default_fingerprints(), WirePolicy(ports=frozenset(cfg.sip.ports)))
+        sock = open_capture(None, list(cfg.sip.ports))
+        stop = threading.Event()
+        try:
+
+            def hop(ev: Event) -> None:  # capture thread -> the loop's thread
+                loop.call_soon_threadsafe(daemon.event, ev)
+
+            await asyncio.to_thread(run_capture, sock, detector, hop, stop)
+        finally:
+            stop.set()
+            sock.close()
+
+    return run
