@@ -24,8 +24,22 @@ XLOG_AUTH_FAILED = (
 )
 
 
-def config(listen: list[str], users: Mapping[str, str], realm: str = "lab") -> str:
-    """Kamailio 5.6 config text; ``listen`` are 'proto:addr:port' strings."""
+# Bind nonces to the client's source address: otherwise an attacker can replay a nonce it
+# obtained itself "from" a spoofed address and Kamailio logs a failed login for that
+# address, the forged evidence sipdeflect must never act on.
+NONCE_BINDING = """# bind each nonce to the client's source address (sipdeflect README)
+
+modparam("auth", "auth_checks_register", 8)
+modparam("auth", "auth_checks_no_dlg", 8)
+"""
+
+
+def config(
+    listen: list[str], users: Mapping[str, str], realm: str = "lab", *, bind_nonce: bool = True
+) -> str:
+    """Kamailio 5.6 config text; ``listen`` are 'proto:addr:port' strings. ``bind_nonce``
+    False gives Kamailio's default (replayable) nonces, only to show why it matters."""
+    binding = NONCE_BINDING if bind_nonce else ""
     unguessable = secrets.token_hex(16)
     checks = "\n".join(
         f'        {"if" if i == 0 else "else if"} ($fU == "{u}") $var(pw) = "{pw}";'
@@ -50,12 +64,7 @@ loadmodule "usrloc.so"
 loadmodule "registrar.so"
 loadmodule "auth.so"
 modparam("auth", "nonce_expire", 300)
-# Bind nonces to the client's source address: otherwise an attacker can replay a nonce it
-# obtained itself "from" a spoofed address and Kamailio logs a failed login for that
-# address, the forged evidence sipdeflect must never act on.
-modparam("auth", "auth_checks_register", 8)
-modparam("auth", "auth_checks_no_dlg", 8)
-modparam("usrloc", "db_mode", 0)
+{binding}modparam("usrloc", "db_mode", 0)
 
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
@@ -100,13 +109,20 @@ class Kamailio:
     """Kamailio running in a namespace; stop() kills it."""
 
     def __init__(
-        self, ns: Netns, workdir: Path, listen: list[str], users: Mapping[str, str]
+        self,
+        ns: Netns,
+        workdir: Path,
+        listen: list[str],
+        users: Mapping[str, str],
+        *,
+        bind_nonce: bool = True,
     ) -> None:
+
         self.ns = ns
         self.workdir = workdir
         self.cfg = workdir / "kamailio.cfg"
         self.log = workdir / "kamailio.log"
-        self.cfg.write_text(config(listen, users))
+        self.cfg.write_text(config(listen, users, bind_nonce=bind_nonce))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> Kamailio:
