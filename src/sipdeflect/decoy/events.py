@@ -288,6 +288,8 @@ class DropLog:
         if self._lines < self.per_second:
             self._lines += 1
             host, port = event.source
-            self.write(f"dropped {len(event.raw)} bytes from {escape(host)}:{port}: {event.why}")
+            self.write(
+                f"dropped {len(event.raw)} bytes from {escape(host)}:{port}: {escape(event.why)}"
+            )
         else:
             self.suppressed += 1

@@ -41,6 +41,12 @@ class SourceState:
 
 def classify(ip: str, local: frozenset[str], bcast: frozenset[str] = frozenset()) -> int:
     """May replies ever go to ``ip``? OK, NEVER, or LOCAL_ONLY (only if it came over lo)."""
+    # Fast path for the common case, a unicast IPv4 source outside 0/8, 127/8 and 224/3.
+    head, dot, _ = ip.partition(".")
+    if dot and head.isdigit() and 0 < int(head) < 224 and head != "127" and ip.count(".") == 3:
+        if ip in local:
+            return LOCAL_ONLY
+        return NEVER if ip in bcast else OK
     try:
         addr = ipaddress.ip_address(ip.partition("%")[0])
     except ValueError:

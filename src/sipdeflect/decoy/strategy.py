@@ -92,14 +92,14 @@ CHALLENGE = Answer(
     401,
     challenge="www",
     remember=True,
-    why="svwar aborts when its random first extension is challenged; svcrack answers it",
+    why="a challenge: svwar aborts on it (its first extension is random); svcrack answers it",
     smaller=FORBIDDEN,
 )
 INVITE_CHALLENGE = Answer(
     "invite-challenge-407",
     407,
     challenge="proxy",
-    why="svwar -m INVITE aborts when its random first extension is challenged",
+    why="a challenge: svwar -m INVITE aborts on it (its first extension is random)",
     smaller=FORBIDDEN,
 )
 INVITE_REFUSED = Answer(

@@ -169,12 +169,11 @@ def conclude(tool: str, output: str) -> str:
     if rows:
         return "reported: " + "; ".join(" ".join(r) for r in rows[:3])
     said = [m.group(1).strip() for line in output.splitlines() if (m := _LOGLINE.match(line))]
-    interesting = [
-        s
-        for s in said
-        if not s.startswith(("scan started", "Total time", "trying to get self ip"))
-    ]
-    return interesting[-1] if interesting else (said[-1] if said else "(no output)")
+    skip = ("scan started", "Total time", "trying to get self ip", "using an INVITE scan")
+    interesting = [s for s in said if not s.startswith(skip)]
+    if not interesting:
+        return said[-1] if said else "(no output)"
+    return "; ".join(interesting[-2:])
 
 
 @contextlib.contextmanager
