@@ -163,8 +163,10 @@ def start(
     procs: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
     try:
         udp = [udp_socket(x, reuseport=reuse, factory=socket_factory) for x in listens]
+        # TCP on the same port as UDP (matters when port 0 asked the kernel to pick one)
+        bound = [Listen(x.host, u.getsockname()[1]) for x, u in zip(listens, udp, strict=True)]
         tcps = (
-            [tcp_socket(x, reuseport=reuse, factory=socket_factory) for x in listens] if tcp else []
+            [tcp_socket(x, reuseport=reuse, factory=socket_factory) for x in bound] if tcp else []
         )
     except OSError as exc:
         raise UsageError(f"cannot listen: {exc}") from None

@@ -128,6 +128,8 @@ class Decoy:
                     return None
             if ans.remember:
                 st.challenged = aor_key(msg)
+            elif ans.forget:
+                st.challenged = 0
             st.closed = ans.closes
         s = self.summary
         s.answered += 1

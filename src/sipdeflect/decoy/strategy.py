@@ -45,6 +45,7 @@ class Answer:
     allow: bool = False  # 405 carries Allow (RFC 3261 21.4.6)
     why: str = ""
     smaller: Answer | None = None  # sent instead when this one would outgrow the request
+    forget: bool = False  # the source answered our challenge: no longer a repeat offender
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ ACCEPT = Answer(
     "credentials-accepted-200",
     200,
     closes=True,
+    forget=True,
     why="svcrack stops on any 200 (its 'password' is a guess we never checked)",
 )
 REPEAT_200 = Answer(
