@@ -30,7 +30,9 @@ def request(name: str) -> Request:
     return msg
 
 
-def sip(method: str, *, user: str = "100", extra: str = "", tag: str = "abc1", pad: int = 0) -> bytes:
+def sip(
+    method: str, *, user: str = "100", extra: str = "", tag: str = "abc1", pad: int = 0
+) -> bytes:
     """A plausible request, padded with a harmless header so size rules do not interfere."""
     padding = f"X-Pad: {'p' * pad}\r\n" if pad else ""
     return (

@@ -14,7 +14,9 @@ from sipdeflect.errors import UsageError
 def test_demo_explains_in_one_line_when_it_cannot_build_a_lab(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(demo, "netns_unavailable", lambda: "needs root to create network namespaces")
+    monkeypatch.setattr(
+        demo, "netns_unavailable", lambda: "needs root to create network namespaces"
+    )
     with pytest.raises(UsageError, match="needs root") as err:
         demo.run()
     assert "\n" not in str(err.value)
@@ -26,6 +28,7 @@ def test_demo_runs_every_scanner_and_ends_with_the_table(netns_ok: None) -> None
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
         env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
     assert res.returncode == 0, res.stderr
@@ -35,7 +38,12 @@ def test_demo_runs_every_scanner_and_ends_with_the_table(netns_ok: None) -> None
         if line.startswith("│") and line.count("│") >= 5
     }
     assert set(rows) == {
-        "svcrack", "svwar REGISTER", "svwar INVITE", "svwar OPTIONS", "svmap", "flooder"
+        "svcrack",
+        "svwar REGISTER",
+        "svwar INVITE",
+        "svwar OPTIONS",
+        "svmap",
+        "flooder",
     }
     assert all(1 <= int(sent) <= 2 for sent in rows.values()), rows
     assert "Lab removed" in res.stdout

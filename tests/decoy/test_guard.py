@@ -7,8 +7,17 @@ import tracemalloc
 
 import pytest
 
-from sipdeflect.decoy.guard import LOCAL_ONLY, NEVER, OK, Guard, arrived_on_lo, classify
-from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_PKTINFO, LO_INDEX
+from sipdeflect.decoy.guard import (
+    IP_PKTINFO,
+    IPV6_PKTINFO,
+    LO_INDEX,
+    LOCAL_ONLY,
+    NEVER,
+    OK,
+    Guard,
+    arrived_on_lo,
+    classify,
+)
 from tests.decoy.helpers import Clock, make_decoy, sip
 
 LOCAL = frozenset({"192.0.2.10", "2001:db8::10"})
@@ -71,7 +80,8 @@ def test_no_answer_to_forbidden_destinations() -> None:
         ("192.0.2.10", 5060),  # our own address, not received on lo
     ]:
         assert decoy.handle(data, src, _pktinfo(LO_INDEX + 7)) is None, src
-    assert decoy.summary.dropped == 8 and decoy.summary.answered == 0
+    assert decoy.summary.dropped == 8
+    assert decoy.summary.answered == 0
     # the same loopback / own-address sources are fine when the packet came over lo
     assert decoy.handle(data, ("127.0.0.1", 5060), _pktinfo(LO_INDEX)) is not None
     assert decoy.handle(data, ("192.0.2.10", 5060), _pktinfo(LO_INDEX)) is not None
@@ -108,9 +118,11 @@ def test_million_spoofed_sources_keep_the_table_at_its_cap() -> None:
         if i == 100_000:
             at_100k = len(guard.table)
     assert at_100k == cap == len(guard.table)
-    assert guard.created == 1_000_000 and guard.evicted == 1_000_000 - cap
+    assert guard.created == 1_000_000
+    assert guard.evicted == 1_000_000 - cap
     # the survivors are the newest sources (oldest evicted first)
-    assert "10.15.66.63" in guard.table and "10.0.0.0" not in guard.table
+    assert "10.15.66.63" in guard.table
+    assert "10.0.0.0" not in guard.table
 
 
 def test_state_per_source_is_small() -> None:

@@ -30,8 +30,10 @@ def test_svcrack_with_1000_words_stops_after_one_request(lab: DecoyLab, tmp_path
     run = lab.run_tool("svcrack", ["-u", "100", "-d", str(words), "-x", ATTACKER, PBX])
     assert run.returncode == 0, run.output
     assert 1 <= run.sent <= 2
-    assert "User not found" in run.output and "found nothing" in run.output
-    assert "cracked" not in run.output and "| 100" not in run.output  # no password reported
+    assert "User not found" in run.output
+    assert "found nothing" in run.output
+    assert "cracked" not in run.output
+    assert "| 100" not in run.output
 
 
 @pytest.mark.parametrize("method", ["REGISTER", "INVITE", "OPTIONS"])
@@ -54,7 +56,8 @@ def test_svmap_lists_nothing_true(lab: DecoyLab) -> None:
 
 def test_flooder_stops_on_its_second_request(lab: DecoyLab) -> None:
     run = lab.flood()
-    assert run.sent == 2 and "got 200 OK after 2 requests" in run.conclusion
+    assert run.sent == 2
+    assert "got 200 OK after 2 requests" in run.conclusion
 
 
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="needs sipp (Debian sip-tester)")
@@ -67,12 +70,35 @@ def test_sipp_register_scenario_gets_transaction_matched_answers(
     guard.budget = 0  # sipp at 50 calls/s from one source would exceed the default budget
     res = lab.attacker.run(
         [
-            "sipp", "-sf", str(SIPP_SCENARIO), "-m", str(calls), "-r", "50", "-l", "5",
-            "-s", "100", "-au", "100", "-ap", "not-a-real-password",
-            "-i", ATTACKER, "-p", "5062", "-timeout", "30s",
-            "-trace_msg", "-message_file", str(tmp_path / "msgs.log"),
-            "-trace_err", "-error_file", str(tmp_path / "err.log"),
-            "-nostdin", f"{PBX}:{SIP_PORT}",
+            "sipp",
+            "-sf",
+            str(SIPP_SCENARIO),
+            "-m",
+            str(calls),
+            "-r",
+            "50",
+            "-l",
+            "5",
+            "-s",
+            "100",
+            "-au",
+            "100",
+            "-ap",
+            "not-a-real-password",
+            "-i",
+            ATTACKER,
+            "-p",
+            "5062",
+            "-timeout",
+            "30s",
+            "-trace_msg",
+            "-message_file",
+            str(tmp_path / "msgs.log"),
+            "-trace_err",
+            "-error_file",
+            str(tmp_path / "err.log"),
+            "-nostdin",
+            f"{PBX}:{SIP_PORT}",
         ],
         check=False,
         timeout=60,

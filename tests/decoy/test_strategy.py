@@ -42,7 +42,7 @@ def test_captured_scanner_requests(vector: str, challenged: int, answer: st.Answ
 def test_register_challenge_then_repeat_gets_200_and_other_aor_is_challenged() -> None:
     first = req(sip("REGISTER", user="2011"))
     assert st.decide(first, 0) is st.CHALLENGE
-    key = st.aor_key(first)
+    key = st.aor_key(first.headers.index)
     assert st.decide(req(sip("REGISTER", user="2011")), key) is st.REPEAT_200
     assert st.decide(req(sip("REGISTER", user="2012")), key) is st.CHALLENGE
 
@@ -69,19 +69,21 @@ def test_other_methods_get_proper_errors(method: str, answer: st.Answer) -> None
 
 def test_answer_headers_say_nothing_true() -> None:
     r = req(sip("REGISTER"))
-    headers = dict(st.answer_headers(st.CHALLENGE, r, st.Persona(), 120.0))
+    headers = dict(st.answer_headers(st.CHALLENGE, r.headers.index, st.Persona(), 120.0))
     assert set(headers) == {"WWW-Authenticate"}  # no Server header: svmap sees "unknown"
     assert 'realm="asterisk"' in headers["WWW-Authenticate"]
-    assert dict(st.answer_headers(st.NOT_ALLOWED, r, st.Persona(server="Fake/1"), 0.0)) == {
+    assert dict(
+        st.answer_headers(st.NOT_ALLOWED, r.headers.index, st.Persona(server="Fake/1"), 0.0)
+    ) == {
         "Allow": st.ALLOW,
         "Server": "Fake/1",
     }
-    assert dict(st.answer_headers(st.INVITE_CHALLENGE, r, st.Persona(), 0.0)).keys() == {
-        "Proxy-Authenticate"
-    }
+    assert dict(
+        st.answer_headers(st.INVITE_CHALLENGE, r.headers.index, st.Persona(), 0.0)
+    ).keys() == {"Proxy-Authenticate"}
 
 
 def test_nonce_is_pure_and_changes_each_minute() -> None:
     r = req(sip("REGISTER"))
-    assert st.nonce_for(r, 60.0) == st.nonce_for(r, 119.0)
-    assert st.nonce_for(r, 60.0) != st.nonce_for(r, 120.0)
+    assert st.nonce_for(r.headers.index, 60.0) == st.nonce_for(r.headers.index, 119.0)
+    assert st.nonce_for(r.headers.index, 60.0) != st.nonce_for(r.headers.index, 120.0)

@@ -36,7 +36,7 @@ def summary_table(summary: Summary) -> Table:
     return table
 
 
-def run(
+def run(  # noqa: PLR0917 - typer maps each option to a parameter
     listen: list[str] = typer.Option(  # noqa: B008
         ...,
         "--listen",

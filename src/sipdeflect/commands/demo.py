@@ -81,7 +81,9 @@ def run() -> None:
             time.sleep(0.2)  # let the event thread print before the verdict
             con.print(f"    [bold]{tool} concluded:[/] {markup_escape(escape(result.conclusion))}")
             results.append(result)
-        con.print("\n[bold cyan]flooder[/] the write-up's scanner: one REGISTER, resent until liked")
+        con.print(
+            "\n[bold cyan]flooder[/] the write-up's scanner: one REGISTER, resent until liked"
+        )
         results.append(lab.flood())
         time.sleep(0.2)
         con.print(f"    [bold]flooder concluded:[/] {markup_escape(results[-1].conclusion)}")

@@ -14,10 +14,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sipdeflect.errors import SipParseError
 from sipdeflect.sip.message import Request
+from sipdeflect.sip.parse import parse
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _AUTH = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*")
@@ -41,61 +42,83 @@ def show(raw: bytes) -> str:
     return "\n".join(escape(line) for line in text.replace("\r\n", "\n").split("\n"))
 
 
-@dataclass(frozen=True, slots=True)
-class DecoyEvent:
-    """One message seen by the decoy and what it did about it."""
+class DecoyEvent(NamedTuple):
+    """One message seen by the decoy and what it did about it.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per datagram on the hot
+    path, where a frozen dataclass's __init__ costs several times more. ``request`` is None
+    when the hot path answered without building a Request (or the message did not parse);
+    ``message`` parses ``raw`` on demand for the sinks.
+    """
 
     time: float
     source: tuple[str, int]
     transport: str
     raw: bytes
     request: Request | None
-    answer: str  # strategy answer name, or "drop" / "silent"
+    answer: str  # strategy answer name, or "drop"
     status: int | None  # status sent, None when nothing was sent
     why: str
     sent: int = 0  # bytes sent
+    method_hint: str = ""  # the method, when known without a parse
+
+    @property
+    def message(self) -> Request | None:
+        if self.request is not None or self.answer == "drop":
+            return self.request
+        try:
+            msg = parse(self.raw)
+        except SipParseError:
+            return None
+        return msg if isinstance(msg, Request) else None
 
     @property
     def method(self) -> str:
-        if self.request is not None:
-            return self.request.method
-        return "?"
+        if self.method_hint:
+            return self.method_hint
+        msg = self.message
+        return "?" if msg is None else msg.method
+
+    def fields(self) -> tuple[str, str, str]:
+        """(method, From user, User-Agent), escaped; one parse at most."""
+        msg = self.message
+        if msg is None:
+            return (escape(self.method_hint) or "?", "", "")
+        try:
+            user = escape(msg.from_.uri.user or "")
+        except SipParseError:
+            user = "?"
+        return (escape(msg.method), user, escape(msg.user_agent or ""))
 
     @property
     def from_user(self) -> str:
-        if self.request is None:
-            return ""
-        try:
-            user = self.request.from_.uri.user
-        except SipParseError:
-            return "?"
-        return escape(user or "")
+        return self.fields()[1]
 
     @property
     def user_agent(self) -> str:
-        if self.request is None:
-            return ""
-        return escape(self.request.user_agent or "")
+        return self.fields()[2]
 
     def line(self) -> str:
         ts = time.strftime("%H:%M:%S", time.localtime(self.time)) + f".{self.time % 1:.3f}"[2:]
         got = str(self.status) if self.status is not None else "-"
         host, port = self.source
         src = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        method, user, agent = self.fields()
         return (
-            f"{ts} {src} {self.transport} {escape(self.method)} from={self.from_user!r} "
-            f"ua={self.user_agent!r} -> {got} {self.answer}: {escape(self.why)}"
+            f"{ts} {src} {self.transport} {method} from={user!r} "
+            f"ua={agent!r} -> {got} {self.answer}: {escape(self.why)}"
         )
 
     def to_json(self) -> dict[str, Any]:
+        method, user, agent = self.fields()
         return {
             "time": self.time,
             "source": self.source[0],
             "port": self.source[1],
             "transport": self.transport,
-            "method": self.method,
-            "from_user": self.from_user,
-            "user_agent": self.user_agent,
+            "method": method,
+            "from_user": user,
+            "user_agent": agent,
             "status": self.status,
             "answer": self.answer,
             "why": escape(self.why),
@@ -169,6 +192,15 @@ class Hub:
         self._thread: threading.Thread | None = None
 
     def __bool__(self) -> bool:
+        """True when some sink wants every event (not only drops)."""
+        return self.wants_all
+
+    @property
+    def wants_all(self) -> bool:
+        return any(not getattr(sink, "drops_only", False) for sink in self.sinks)
+
+    @property
+    def wants_drops(self) -> bool:
         return bool(self.sinks)
 
     def put(self, event: DecoyEvent) -> None:
@@ -262,6 +294,8 @@ class JsonLines:
 class DropLog:
     """A log line per dropped packet, at most ``per_second``; the rest are counted and
     reported as one line per second."""
+
+    drops_only = True  # the hub need not build events for answered messages for this sink
 
     def __init__(
         self,

@@ -115,13 +115,16 @@ class Guard:
             self.created += 1
         return st
 
-    def refuse(self, st: SourceState, port: int, via_lo: bool) -> str | None:
-        """Why no reply may go to this destination, or None."""
+    def refuse(
+        self, st: SourceState, port: int, ancdata: list[tuple[int, int, bytes]] | None
+    ) -> str | None:
+        """Why no reply may go to this destination, or None. ``ancdata`` is the datagram's
+        IP_PKTINFO; it is read only for loopback and own-address sources (None = not lo)."""
         if st.verdict == OK:
             return None if port else "source port 0"
         if st.verdict == NEVER:
             return "broadcast/multicast/unspecified/reserved source"
-        if not via_lo:
+        if ancdata is None or not arrived_on_lo(ancdata):
             return "loopback or own address not received on lo"
         return None if port else "source port 0"
 
@@ -131,8 +134,7 @@ class Guard:
             return True
         tokens = st.tokens + (now - st.stamp) * self.budget
         st.stamp = now
-        if tokens > self.burst:
-            tokens = self.burst
+        tokens = min(tokens, self.burst)
         if tokens < 1.0:
             st.tokens = tokens
             return False

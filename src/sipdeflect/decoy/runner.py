@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
 
+from pyroute2 import IPRoute
+
 from sipdeflect.decoy.events import Hub, Summary
 from sipdeflect.decoy.guard import Guard
 from sipdeflect.decoy.server import (
@@ -50,8 +52,6 @@ def parse_listen(text: str) -> Listen:
 
 def local_addresses() -> set[str]:
     """This host's (namespace's) addresses, and 'bcast:ADDR' for each IPv4 broadcast."""
-    from pyroute2 import IPRoute  # imported here: only the runner needs netlink
-
     out: set[str] = set()
     with IPRoute() as ipr:
         for msg in ipr.get_addr():
@@ -127,13 +127,17 @@ class Running:
         return total
 
 
-def _worker(listens: Sequence[Listen], budget: float, cap: int, persona: Persona, conn: Connection) -> None:
+def _worker(
+    listens: Sequence[Listen], budget: float, cap: int, persona: Persona, conn: Connection
+) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     decoy = Decoy(guard=Guard(budget=budget, cap=cap, local=local_addresses()), persona=persona)
     socks = [udp_socket(listen, reuseport=True) for listen in listens]
-    threads = [threading.Thread(target=serve_udp, args=(decoy, s, stop), daemon=True) for s in socks]
+    threads = [
+        threading.Thread(target=serve_udp, args=(decoy, s, stop), daemon=True) for s in socks
+    ]
     for t in threads:
         t.start()
     stop.wait()

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from sipdeflect.decoy import fastpath
 from sipdeflect.decoy.events import DecoyEvent, Hub, Summary
-from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_RECVPKTINFO, Guard, arrived_on_lo
-from sipdeflect.decoy.strategy import Persona, aor_key, answer_headers, decide
+from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_RECVPKTINFO, Guard
+from sipdeflect.decoy.strategy import Persona, answer_headers, aor_key, decide_fields
 from sipdeflect.errors import SipParseError
-from sipdeflect.sip.build import build_response
 from sipdeflect.sip.message import Request
 from sipdeflect.sip.parse import parse
 from sipdeflect.sip.stream import KeepAlive, StreamReceiver
@@ -54,6 +54,8 @@ class Decoy:
         self.guard = guard or Guard()
         self.persona = persona or Persona()
         self.hub = hub or Hub([])
+        self.events = self.hub.wants_all  # build a record for every message (else drops only)
+        self.drop_events = self.hub.wants_drops
         self.summary = Summary()
         self.clock = clock
         self.lock = threading.Lock()  # the UDP threads and the TCP thread share state
@@ -62,7 +64,7 @@ class Decoy:
         s = self.summary
         s.dropped += 1
         s.drops[why.partition(":")[0]] += 1
-        if self.hub:
+        if self.drop_events:
             self.hub.put(DecoyEvent(self.clock(), src, transport, data, None, "drop", None, why))
 
     def handle(
@@ -79,64 +81,81 @@ class Decoy:
         strategy applies (no size rule, no reply budget).
         """
         self.summary.messages += 1
-        try:
-            msg = parse(data)
-        except SipParseError as exc:
-            self._drop(data, src, f"malformed: {exc}", transport)
-            return None
-        if not isinstance(msg, Request):
-            self._drop(data, src, "a response, not a request", transport)
-            return None
+        scanned = fastpath.scan(data)
+        request: Request | None = None
+        if scanned is None:  # not a plain request: the SIP core decides
+            try:
+                msg = parse(data)
+            except SipParseError as exc:
+                self._drop(data, src, f"malformed: {exc}", transport)
+                return None
+            if not isinstance(msg, Request):
+                self._drop(data, src, "a response, not a request", transport)
+                return None
+            request = msg
+            index = msg.headers.index
+            scanned = (msg.method, index, [v for n, v in msg.headers.fields if n == "via"])
+        method, index, vias = scanned
         now = self.clock()
         guard = self.guard
         with self.lock:
             st = guard.state(src[0], now)
             st.requests += 1
             st.last = now
-            ans = decide(msg, st.challenged)
+            ans = decide_fields(method, index, st.challenged)
             if ans.status is None:
                 st.closed = False
                 self.summary.answers[ans.name] += 1
-                if self.hub:
+                if self.events:
                     self.hub.put(
-                        DecoyEvent(now, src, transport, data, msg, ans.name, None, ans.why)
+                        DecoyEvent(
+                            now, src, transport, data, request, ans.name, None, ans.why, 0, method
+                        )
                     )
                 return None
-            if transport == "udp":
-                refusal = guard.refuse(st, src[1], ancdata is not None and arrived_on_lo(ancdata))
+            udp = transport == "udp"
+            if udp:
+                refusal = guard.refuse(st, src[1], ancdata)
                 if refusal is None and not guard.take(st, now):
                     refusal = "reply budget: per-destination rate exhausted"
                 if refusal is not None:
                     self._drop(data, src, refusal, transport)
                     return None
-            out = build_response(
-                msg,
-                ans.status,
-                source=src,
-                headers=answer_headers(ans, msg, self.persona, now),
-            )
-            if transport == "udp" and len(out) > len(data):
+            extra = answer_headers(ans, index, self.persona, now)
+            out = fastpath.build(index, vias, ans.status, src, extra)
+            smaller = ans.smaller
+            if udp and len(out) > len(data):
                 # RFC-sized challenges can outgrow a small request: try the table's smaller
                 # answer once, else stay silent (never amplify).
-                if ans.smaller is not None:
-                    ans = ans.smaller
-                    out = build_response(
-                        msg, ans.status, source=src, headers=answer_headers(ans, msg, self.persona, now)
-                    )
+                if smaller is not None and smaller.status is not None:
+                    ans = smaller
+                    extra = answer_headers(ans, index, self.persona, now)
+                    out = fastpath.build(index, vias, smaller.status, src, extra)
                 if len(out) > len(data):
                     self._drop(data, src, "answer would be larger than the request", transport)
                     return None
             if ans.remember:
-                st.challenged = aor_key(msg)
+                st.challenged = aor_key(index)
             elif ans.forget:
                 st.challenged = 0
             st.closed = ans.closes
         s = self.summary
         s.answered += 1
         s.answers[ans.name] += 1
-        if self.hub:
+        if self.events:
             self.hub.put(
-                DecoyEvent(now, src, transport, data, msg, ans.name, ans.status, ans.why, len(out))
+                DecoyEvent(
+                    now,
+                    src,
+                    transport,
+                    data,
+                    request,
+                    ans.name,
+                    ans.status,
+                    ans.why,
+                    len(out),
+                    method,
+                )
             )
         return out
 
@@ -160,6 +179,7 @@ def udp_socket(
 ) -> socket.socket:
     sock = factory(listen.family, socket.SOCK_DGRAM)
     _prepare(sock, listen, reuseport)
+    deepen_receive_buffer(sock)
     sock.bind((listen.host, listen.port))
     return sock
 
@@ -180,6 +200,22 @@ def _prepare(sock: socket.socket, listen: Listen, reuseport: bool) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if listen.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+DEFAULT_RCVBUF = 4 << 20
+
+
+def deepen_receive_buffer(sock: socket.socket, size: int = DEFAULT_RCVBUF) -> int:
+    """A deep receive queue absorbs bursts and scheduling hiccups (the default ~200 KiB
+    holds a few ms of a flood). SO_RCVBUFFORCE when allowed (root), else SO_RCVBUF, which
+    the kernel caps at net.core.rmem_max. Returns what the kernel granted."""
+    force = getattr(socket, "SO_RCVBUFFORCE", 33)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 def enable_pktinfo(sock: socket.socket) -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import product
 
@@ -139,7 +140,8 @@ TABLE: tuple[Row, ...] = (
 def compile_table(table: tuple[Row, ...]) -> dict[tuple[str, bool, bool, bool], Answer]:
     """Every feature combination -> the first matching row's answer. Total, or ValueError."""
     out: dict[tuple[str, bool, bool, bool], Answer] = {}
-    for cls, auth, probe, repeat in product(METHOD_CLASSES, *[(False, True)] * 3):
+    flags = (False, True)
+    for cls, auth, probe, repeat in product(METHOD_CLASSES, flags, flags, flags):
         for row in table:
             if (
                 (row.methods is None or cls in row.methods)
@@ -165,39 +167,51 @@ class Persona:
     server: str | None = None  # no Server header by default: svmap lists "unknown"
 
 
-def aor_key(request: Request) -> int:
+Index = Mapping[str, bytes]  # canonical header name -> first value (Headers.index)
+
+
+def aor_key(index: Index) -> int:
     """A small key for the request's target AOR (its raw To value) to spot repeats."""
-    return zlib.crc32(request.headers.index.get("to", b"")) or 1
+    return zlib.crc32(index.get("to", b"")) or 1
 
 
-def features(request: Request, challenged: int) -> tuple[str, bool, bool, bool]:
+def features(method: str, index: Index, challenged: int) -> tuple[str, bool, bool, bool]:
     """The table's inputs. ``challenged`` is the AOR key this source was last challenged for."""
-    index = request.headers.index
     auth = "authorization" in index or "proxy-authorization" in index
     probe = SVCRACK_PROBE_TAG in index.get("from", b"")
-    repeat = challenged != 0 and challenged == aor_key(request)
-    return (_METHOD_CLASS.get(request.method, "UNKNOWN"), auth, probe, repeat)
+    repeat = challenged != 0 and challenged == aor_key(index)
+    return (_METHOD_CLASS.get(method, "UNKNOWN"), auth, probe, repeat)
+
+
+def decide_fields(method: str, index: Index, challenged: int) -> Answer:
+    """The answer for a request given as method + header index (the decoy's hot path)."""
+    return _COMPILED[features(method, index, challenged)]
 
 
 def decide(request: Request, challenged: int) -> Answer:
     """The answer for ``request`` given what we know of its source."""
-    return _COMPILED[features(request, challenged)]
+    return _COMPILED[features(request.method, request.headers.index, challenged)]
 
 
-def nonce_for(request: Request, now: float) -> str:
+def nonce_for(index: Index, now: float) -> str:
     """An opaque-looking nonce, pure: from the Call-ID and the current minute. Short,
     because the whole answer must stay smaller than the request."""
-    return f"{zlib.crc32(request.headers.index.get('call-id', b''), int(now) // 60):08x}"
+    return f"{zlib.crc32(index.get('call-id', b''), int(now) // 60):08x}"
+
+
+_NO_HEADERS: list[tuple[str, str]] = []
 
 
 def answer_headers(
-    answer: Answer, request: Request, persona: Persona, now: float
+    answer: Answer, index: Index, persona: Persona, now: float
 ) -> list[tuple[str, str]]:
     """The extra header fields of ``answer`` (challenge, Allow, Server)."""
+    if answer.challenge is None and not answer.allow and not persona.server:
+        return _NO_HEADERS
     out: list[tuple[str, str]] = []
     if answer.challenge is not None:
         name = "WWW-Authenticate" if answer.challenge == "www" else "Proxy-Authenticate"
-        nonce = nonce_for(request, now)
+        nonce = nonce_for(index, now)
         out.append((name, f'Digest realm="{persona.realm}", nonce="{nonce}"'))
     if answer.allow:
         out.append(("Allow", ALLOW))

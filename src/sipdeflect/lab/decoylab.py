@@ -185,7 +185,7 @@ def decoy_lab(*, sinks: list[Sink] | None = None, budget: float = 10.0) -> Itera
         pbx.run(["ip", "route", "add", "203.0.113.0/24", "dev", _dev(pbx)], check=False)
         pbx.run(["nft", "-f", "-"], input_=_NFT_RULES)
         running = start(
-            [Listen("0.0.0.0", DECOY_PORT)],
+            [Listen("0.0.0.0", DECOY_PORT)],  # noqa: S104 - all of the PBX namespace
             budget=budget,
             cap=65_536,
             persona=Persona(),
@@ -201,4 +201,5 @@ def decoy_lab(*, sinks: list[Sink] | None = None, budget: float = 10.0) -> Itera
 
 def _dev(ns: Netns) -> str:
     out = ns.run(["ip", "-j", "link", "show"]).stdout
-    return next(i["ifname"] for i in json.loads(out) if i["ifname"] != "lo")
+    names = [str(i["ifname"]) for i in json.loads(out)]
+    return next(n for n in names if n != "lo")
