@@ -16,6 +16,7 @@ from rich.table import Table
 from sipdeflect.decoy.events import DropLog, JsonLines, LinePrinter, Summary
 from sipdeflect.decoy.guard import DEFAULT_BUDGET, DEFAULT_CAP
 from sipdeflect.decoy.runner import parse_listen, start
+from sipdeflect.decoy.server import DEFAULT_RCVBUF
 from sipdeflect.decoy.strategy import Persona
 from sipdeflect.errors import UsageError
 
@@ -58,6 +59,11 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
     ),
     workers: int = typer.Option(1, "--workers", help="SO_REUSEPORT UDP worker processes."),
     no_tcp: bool = typer.Option(False, "--no-tcp", help="UDP only."),
+    rcvbuf: int = typer.Option(
+        DEFAULT_RCVBUF,
+        "--rcvbuf",
+        help="UDP receive buffer in bytes (absorbs bursts); 0 = the kernel default.",
+    ),
     realm: str = typer.Option("asterisk", "--realm", help="Realm in the decoy's challenges."),
     server: str | None = typer.Option(
         None, "--server", help="Server header to claim (default: none; never the real one)."
@@ -67,8 +73,10 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
     ),
 ) -> None:
     """Answer SIP scanners so that they give up (runs in the foreground; Ctrl-C to stop)."""
-    if reply_budget < 0 or max_sources < 1 or workers < 1:
-        raise UsageError("--reply-budget >= 0, --max-sources >= 1, --workers >= 1")
+    if reply_budget < 0 or max_sources < 1 or workers < 1 or rcvbuf < 0:
+        raise UsageError(
+            "need --reply-budget >= 0, --max-sources >= 1, --workers >= 1, --rcvbuf >= 0"
+        )
     listens = [parse_listen(x) for x in listen]
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -89,6 +97,7 @@ def run(  # noqa: PLR0917 - typer maps each option to a parameter
         sinks=sinks,
         workers=workers,
         tcp=not no_tcp,
+        rcvbuf=rcvbuf,
     )
     err.print(
         f"decoy listening on {', '.join(str(x) for x in listens)} "

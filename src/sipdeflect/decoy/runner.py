@@ -20,6 +20,7 @@ from pyroute2 import IPRoute
 from sipdeflect.decoy.events import Hub, Summary
 from sipdeflect.decoy.guard import Guard
 from sipdeflect.decoy.server import (
+    DEFAULT_RCVBUF,
     Decoy,
     Listen,
     SocketFactory,
@@ -127,14 +128,19 @@ class Running:
         return total
 
 
-def _worker(
-    listens: Sequence[Listen], budget: float, cap: int, persona: Persona, conn: Connection
+def _worker(  # noqa: PLR0917 - the fork target's argument tuple
+    listens: Sequence[Listen],
+    budget: float,
+    cap: int,
+    persona: Persona,
+    rcvbuf: int,
+    conn: Connection,
 ) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     decoy = Decoy(guard=Guard(budget=budget, cap=cap, local=local_addresses()), persona=persona)
-    socks = [udp_socket(listen, reuseport=True) for listen in listens]
+    socks = [udp_socket(listen, reuseport=True, rcvbuf=rcvbuf) for listen in listens]
     threads = [
         threading.Thread(target=serve_udp, args=(decoy, s, stop), daemon=True) for s in socks
     ]
@@ -160,13 +166,16 @@ def start(
     tcp: bool = True,
     local: Iterable[str] | None = None,
     socket_factory: SocketFactory = socket.socket,
+    rcvbuf: int = DEFAULT_RCVBUF,
 ) -> Running:
     """Bind, fork workers (before any thread), start threads. UsageError if a bind fails."""
     listens = list(listens)
     reuse = workers > 1
     procs: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
     try:
-        udp = [udp_socket(x, reuseport=reuse, factory=socket_factory) for x in listens]
+        udp = [
+            udp_socket(x, reuseport=reuse, factory=socket_factory, rcvbuf=rcvbuf) for x in listens
+        ]
         # TCP on the same port as UDP (matters when port 0 asked the kernel to pick one)
         bound = [Listen(x.host, u.getsockname()[1]) for x, u in zip(listens, udp, strict=True)]
         tcps = (
@@ -177,7 +186,9 @@ def start(
     ctx = multiprocessing.get_context("fork")
     for _ in range(workers - 1):
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker, args=(listens, budget, cap, persona, child), daemon=True)
+        proc = ctx.Process(
+            target=_worker, args=(listens, budget, cap, persona, rcvbuf, child), daemon=True
+        )
         proc.start()
         procs.append((proc, parent))
     refresh = local is None

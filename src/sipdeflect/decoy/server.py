@@ -175,11 +175,16 @@ SocketFactory = Callable[[int, int], socket.socket]
 
 
 def udp_socket(
-    listen: Listen, *, reuseport: bool = False, factory: SocketFactory = socket.socket
+    listen: Listen,
+    *,
+    reuseport: bool = False,
+    factory: SocketFactory = socket.socket,
+    rcvbuf: int = 0,
 ) -> socket.socket:
     sock = factory(listen.family, socket.SOCK_DGRAM)
     _prepare(sock, listen, reuseport)
-    deepen_receive_buffer(sock)
+    if rcvbuf:
+        deepen_receive_buffer(sock, rcvbuf)
     sock.bind((listen.host, listen.port))
     return sock
 
