@@ -141,3 +141,32 @@ def test_cli_bad_listen_is_one_line_exit_2() -> None:
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0
     assert "expected ADDR:PORT" in res.stderr
+
+
+def test_reuseport_workers_share_the_port_and_merge_their_summaries() -> None:
+    port = _free_port()
+    running = start(
+        [Listen("127.0.0.1", port)],
+        budget=0,
+        cap=1024,
+        persona=Persona(),
+        sinks=[],
+        workers=2,
+        tcp=False,
+        local=LOCAL,
+    )
+    try:
+        time.sleep(0.5)  # the forked worker binds its own SO_REUSEPORT socket
+        clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(40)]
+        for i, c in enumerate(clients):  # 40 source ports: the kernel hashes them over both
+            c.settimeout(5)
+            c.sendto(sip("OPTIONS", user=f"u{i}", pad=100), ("127.0.0.1", port))
+        answers = [c.recvfrom(65535)[0] for c in clients]
+        for c in clients:
+            c.close()
+    finally:
+        summary = running.stop()
+    assert all(a.startswith(b"SIP/2.0 401 ") for a in answers)
+    assert summary.messages == 40
+    assert summary.answered == 40
+    assert 0 < running.decoy.summary.messages < 40  # the worker answered some of them
