@@ -80,8 +80,8 @@ def scan(data: bytes) -> Scanned | None:
         for line in lines[1:]:
             raw, colon, value = line.partition(b":")
             if not colon:
-                return None
-            name = known(raw) or canonical_name(raw)
+                return None  # a header line without a colon
+            name = known(raw) or canonical_name(raw)  # validates and caches new spellings
             value = value.strip(b" \t")
             if name == "via":
                 vias.append(value)
@@ -120,9 +120,21 @@ def build(
     status: int,
     source: tuple[str, int],
     headers: Sequence[tuple[str, str]] = (),
+    *,
+    clean: bool = False,
 ) -> bytes:
     """sip.build_response(request, status, source=source, headers=headers) for a request
     given as its first-value index and Via values (RFC 3261 8.2.6.2, RFC 3581 4)."""
+    extra = (
+        b"".join(
+            [
+                b"%s: %s\r\n" % (n.encode(), _UNSAFE.sub(b" ", v.encode("utf-8", "replace")))
+                for n, v in headers
+            ]
+        )
+        if headers
+        else b""
+    )
     phrase = reason_phrase(status).encode()
     via_list = list(vias)
     if via_list:
@@ -133,13 +145,8 @@ def build(
     if status != 100 and not _TAG.search(to_v, to_v.rfind(b">") + 1):
         to_v += b";tag=" + to_tag(index)
     fixed = [index.get("from", b""), to_v, index.get("call-id", b""), index.get("cseq", b"")]
-    extra = b"".join(
-        [
-            b"%s: %s\r\n" % (n.encode(), _UNSAFE.sub(b" ", v.encode("utf-8", "replace")))
-            for n, v in headers
-        ]
-    )
-    if _UNSAFE.search(b"".join([*via_list, *fixed])):
+    # ``clean``: the values came from scan(), which refused any CR, LF or NUL in the head.
+    if not clean and _UNSAFE.search(b"".join([*via_list, *fixed])):
         via_list = [_UNSAFE.sub(b" ", v) for v in via_list]
         fixed = [_UNSAFE.sub(b" ", v) for v in fixed]
     from_v, to_v, call_id, cseq = fixed

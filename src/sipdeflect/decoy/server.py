@@ -83,6 +83,7 @@ class Decoy:
         self.summary.messages += 1
         scanned = fastpath.scan(data)
         request: Request | None = None
+        clean = scanned is not None
         if scanned is None:  # not a plain request: the SIP core decides
             try:
                 msg = parse(data)
@@ -122,7 +123,7 @@ class Decoy:
                     self._drop(data, src, refusal, transport)
                     return None
             extra = answer_headers(ans, index, self.persona, now)
-            out = fastpath.build(index, vias, ans.status, src, extra)
+            out = fastpath.build(index, vias, ans.status, src, extra, clean=clean)
             smaller = ans.smaller
             if udp and len(out) > len(data):
                 # RFC-sized challenges can outgrow a small request: try the table's smaller
@@ -130,7 +131,7 @@ class Decoy:
                 if smaller is not None and smaller.status is not None:
                     ans = smaller
                     extra = answer_headers(ans, index, self.persona, now)
-                    out = fastpath.build(index, vias, smaller.status, src, extra)
+                    out = fastpath.build(index, vias, smaller.status, src, extra, clean=clean)
                 if len(out) > len(data):
                     self._drop(data, src, "answer would be larger than the request", transport)
                     return None
