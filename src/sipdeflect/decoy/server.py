@@ -140,9 +140,9 @@ class Decoy:
             elif ans.forget:
                 st.challenged = 0
             st.closed = ans.closes
-        s = self.summary
-        s.answered += 1
-        s.answers[ans.name] += 1
+            s = self.summary  # under the lock: several UDP threads share these counters
+            s.answered += 1
+            s.answers[ans.name] += 1
         if self.events:
             self.hub.put(
                 DecoyEvent(
