@@ -105,11 +105,14 @@ def test_sipp_register_scenario_gets_transaction_matched_answers(
     )
     guard.budget = 10.0
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr
-    assert lab.take_count() == 2 * calls
+    counted = lab.take_count()
     log = (tmp_path / "msgs.log").read_text(errors="replace")
     sent = re.findall(r"UDP message sent.*?\n\n(REGISTER.*?)\n\n", log, re.S)
     got = re.findall(r"UDP message received.*?\n\n(SIP/2\.0.*?)\n\n", log, re.S)
-    assert len(sent) == len(got) == 2 * calls
+    # two requests per call; more only if sipp retransmitted on a slow machine, and then
+    # the nftables counter and sipp's own log must still agree
+    assert counted == len(sent) >= 2 * calls
+    assert len(got) >= 2 * calls
     branches = {_hdr(m, "Via").split("branch=")[1].split(";")[0]: m for m in sent}
     for resp in got:
         branch = _hdr(resp, "Via").split("branch=")[1].split(";")[0]
