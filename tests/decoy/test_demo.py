@@ -47,3 +47,30 @@ def test_demo_runs_every_scanner_and_ends_with_the_table(netns_ok: None) -> None
     }
     assert all(1 <= int(sent) <= 2 for sent in rows.values()), rows
     assert "Lab removed" in res.stdout
+
+
+def test_demo_cleans_up_on_ctrl_c(netns_ok: None) -> None:
+    import os
+    import signal
+    import time
+
+    from sipdeflect.lab.netns import leftover_namespaces
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sipdeflect", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    for line in proc.stdout:  # interrupt in the middle: while svmap waits for answers
+        if line.startswith("svmap") or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
+    proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    assert leftover_namespaces(proc.pid) == []
+    left = subprocess.run(["pgrep", "-f", "sipvicious_svmap"], capture_output=True, check=False)
+    assert left.stdout == b""
