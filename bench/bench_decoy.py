@@ -1,0 +1,292 @@
+# Decoy capacity benchmark. In a private network namespace (its own loopback and its own
+# UdpRcvbufErrors counter), each target is pinned to one core and flooded over loopback by
+# bench/loadgen.py pinned to the other core, from --sources addresses in 127.0.0.0/8, at
+# paced rates that step up geometrically and then bisect. Capacity = the highest paced rate
+# at which the target's kernel receive queue dropped under 1% of what was sent (the
+# namespace's UdpRcvbufErrors counts those drops exactly; the generator drains its own
+# sockets so only the target's drops count). Targets, measured in the same run:
+#   decoy     python -m sipdeflect decoy --reply-budget 0 (every flood packet answered;
+#             the default budget would drop most replies and flatter the figure)
+#   decoy-kbuf  the same with --rcvbuf 0: the kernel's default receive buffer, as the
+#             other targets run with
+#   kamailio  Debian's Kamailio, children=1, sl_send_reply("200","OK") (bench/data/)
+#   ruby      the write-up's responder, verbatim, with Debian's ruby (bench/data/)
+# plus the decoy's peak RSS. Results: bench/results/decoy.json.
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import save
+from sipdeflect.lab.netns import Netns
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+LOSS_LIMIT = 0.01
+# The Ruby script hard-codes 5061. "decoy-kbuf" is the decoy with the kernel's default
+# receive buffer, like the other two targets: it separates the decoy's speed from the
+# burst absorption its 4 MiB buffer buys.
+PORTS = {"decoy": 5060, "kamailio": 5062, "ruby": 5061, "decoy-kbuf": 5063}
+
+
+def target_argv(name: str, port: int, quiet: bool, tmp: str) -> list[str]:
+    if name.startswith("decoy"):
+        argv = [sys.executable, "-m", "sipdeflect", "decoy", "--listen", f"127.0.0.1:{port}"]
+        argv += ["--reply-budget", "0", "--no-tcp"]
+        if name == "decoy-kbuf":
+            argv += ["--rcvbuf", "0"]
+        return argv + (["--quiet"] if quiet else [])
+    if name == "kamailio":
+        cfg = HERE / "data" / "kamailio-stateless.cfg"
+        return [
+            "kamailio",
+            "-f",
+            str(cfg),
+            "-DD",
+            "-E",
+            "-m",
+            "64",
+            "-M",
+            "8",
+            "-l",
+            f"udp:127.0.0.1:{port}",
+            "-Y",
+            tmp,
+            "-P",
+            f"{tmp}/kamailio.pid",
+        ]
+    if name == "ruby":
+        return ["ruby", str(HERE / "data" / "seed_responder.rb")]
+    raise ValueError(name)
+
+
+def wait_answering(ns: Netns, port: int, deadline: float = 15.0) -> bool:
+    from bench.loadgen import register
+
+    sock = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.2", 0))
+    sock.settimeout(0.2)
+    msg = register("127.0.0.2", sock.getsockname()[1], "127.0.0.1", 0)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < deadline:
+            sock.sendto(msg, ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError):
+                if sock.recv(65535).startswith(b"SIP/2.0 "):
+                    return True
+    finally:
+        sock.close()
+    return False
+
+
+def step(ns: Netns, port: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    before = ns.snmp_counter("Udp", "RcvbufErrors")
+    res = ns.run(
+        [
+            "taskset",
+            "-c",
+            str(args.gen_core),
+            sys.executable,
+            str(HERE / "loadgen.py"),
+            "--dst",
+            f"127.0.0.1:{port}",
+            "--sources",
+            str(args.sources),
+            "--rate",
+            str(int(rate)),
+            "--seconds",
+            str(args.seconds),
+        ],
+        timeout=args.seconds * 3 + 30,
+    )
+    time.sleep(0.2)
+    drops = ns.snmp_counter("Udp", "RcvbufErrors") - before
+    out = json.loads(res.stdout)
+    out.update(rate=int(rate), drops=drops, loss=round(drops / max(1, out["sent"]), 5))
+    out["generator_limited"] = out["achieved_rate"] < 0.97 * rate
+    return out
+
+
+class Search:
+    """One target's capacity search: geometric steps up until loss >= 1% (or the generator
+    cannot keep the pace), then bisection between the last good and first bad rate."""
+
+    def __init__(self, name: str, port: int, args: argparse.Namespace) -> None:
+        self.name, self.port, self.args = name, port, args
+        self.rate = float(args.start)
+        self.good = 0.0
+        self.bad = 0.0
+        self.bisections = 0
+        self.steps: list[dict[str, Any]] = []
+        self.generator_limited = False
+
+    @property
+    def done(self) -> bool:
+        if self.bad:
+            return self.bisections >= self.args.bisect or not self.good
+        return self.rate > self.args.max_rate or self.generator_limited
+
+    def next_rate(self) -> float:
+        return (self.good + self.bad) / 2 if self.bad else self.rate
+
+    def record(self, s: dict[str, Any]) -> None:
+        self.steps.append(s)
+        ok = s["loss"] < LOSS_LIMIT and not s["generator_limited"]
+        rate = float(s["rate"])
+        if self.bad:
+            self.bisections += 1
+            if ok:
+                self.good = max(self.good, rate)
+            else:
+                self.bad = rate
+        elif ok:
+            self.good = rate
+            self.rate *= self.args.factor
+        elif s["generator_limited"] and s["loss"] < LOSS_LIMIT:
+            self.generator_limited = True  # the target kept up; the generator did not
+        else:
+            self.bad = rate
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "capacity": int(self.good),
+            "generator_limited": self.generator_limited,
+            "steps": self.steps,
+        }
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Start every target in one namespace, each pinned to the same core, then search their
+    capacities interleaved (one step per target in turn) so that a noisy neighbour on the
+    machine hits them all alike. Only one target is flooded at a time."""
+    results: dict[str, Any] = {}
+    procs: dict[str, subprocess.Popen[Any]] = {}
+    with Netns("bench") as ns, tempfile.TemporaryDirectory() as tmp:
+        try:
+            for name in names:
+                port = PORTS[name]
+                argv = [
+                    "taskset",
+                    "-c",
+                    str(args.target_core),
+                    *target_argv(name, port, args.quiet, tmp),
+                ]
+                log = open(Path(tmp) / f"{name}.log", "w")  # noqa: SIM115
+                env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+                procs[name] = ns.popen(  # per-message output to /dev/null, errors kept
+                    argv, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=ROOT
+                )
+                if not wait_answering(ns, port):
+                    tail = (Path(tmp) / f"{name}.log").read_text()[-500:]
+                    results[name] = {"error": f"{name} did not answer: {tail}"}
+                    continue
+                print(f"  {name}: pinned to core {args.target_core}, port {port}", flush=True)
+            for _ in range(args.rounds):
+                searches = [Search(n, PORTS[n], args) for n in names if n not in results]
+                while any(not x.done for x in searches):
+                    for x in searches:
+                        if x.done or procs[x.name].poll() is not None:
+                            continue
+                        s = step(ns, x.port, x.next_rate(), args)
+                        x.record(s)
+                        print(
+                            f"    {x.name:9s} {s['rate']:>7}/s sent {s['sent']:>7} "
+                            f"loss {s['loss']:.2%}"
+                            f"{'  (generator-limited)' if s['generator_limited'] else ''}",
+                            flush=True,
+                        )
+                    if all(procs[x.name].poll() is not None for x in searches):
+                        break
+                for x in searches:
+                    best = results.get(f"_{x.name}")
+                    if best is None or x.good > best["capacity"]:
+                        results[f"_{x.name}"] = x.result()
+            for name in names:
+                if f"_{name}" in results:
+                    results[name] = results.pop(f"_{name}")
+                if procs[name].poll() is not None and "error" not in results.get(name, {}):
+                    results.setdefault(name, {})["error"] = (
+                        f"{name} exited with {procs[name].returncode} during the run"
+                    )
+            for name in ("decoy", "decoy-kbuf"):
+                if name in procs and name in results:
+                    results[name]["peak_rss_mib"] = peak_rss_mib(procs[name].pid)
+        finally:
+            for name, proc in procs.items():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT if name == "decoy" else signal.SIGTERM)
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(5)
+    return results
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="./dev bench decoy", description=__doc__)
+    ap.add_argument("--targets", default="decoy,decoy-kbuf,kamailio,ruby")
+    ap.add_argument("--sources", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=2.0, help="flood length per step")
+    ap.add_argument("--start", type=float, default=2000)
+    ap.add_argument("--factor", type=float, default=1.4)
+    ap.add_argument("--bisect", type=int, default=3)
+    ap.add_argument("--max-rate", type=float, default=400_000)
+    ap.add_argument("--target-core", type=int, default=0)
+    ap.add_argument("--gen-core", type=int, default=1)
+    ap.add_argument("--quiet", action="store_true", help="run the decoy with --quiet")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat; keep each target's best")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench decoy needs root (a private network namespace)", file=sys.stderr)
+        return 2
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = [t for t in targets if t not in PORTS]
+    if unknown:
+        print(f"unknown targets {unknown}; have {', '.join(PORTS)}", file=sys.stderr)
+        return 2
+    missing = [t for t in targets if t in ("kamailio", "ruby") and not shutil.which(t)]
+    if missing:
+        print(f"missing: {', '.join(missing)} (Debian packages)", file=sys.stderr)
+        return 2
+    results = run_all(targets, args)
+    figures: dict[str, Any] = {
+        "command": "./dev bench decoy " + " ".join(argv),
+        "method": "paced REGISTER flood over loopback in a private netns; capacity = highest "
+        "rate with < 1% UdpRcvbufErrors; target and generator pinned to different cores",
+        "sources": args.sources,
+        "seconds_per_step": args.seconds,
+        "rounds": args.rounds,
+        "capacity_per_s": {k: v.get("capacity") for k, v in results.items()},
+    }
+    cap = figures["capacity_per_s"]
+    for mine in ("decoy", "decoy-kbuf"):
+        for other in ("kamailio", "ruby"):
+            if cap.get(mine) and cap.get(other):
+                figures[f"{mine}_vs_{other}"] = round(cap[mine] / cap[other], 2)
+    if "decoy" in results:
+        figures["decoy_peak_rss_mib"] = results["decoy"].get("peak_rss_mib")
+    figures["targets"] = results
+    save("decoy", figures)
+    return 0 if all("error" not in r for r in results.values()) else 1

@@ -1,0 +1,329 @@
+# One record per message the decoy saw (DecoyEvent), shared by the terminal line, --show,
+# the JSON lines of --events and, later, the daemon and pcap output. The hot loop only builds
+# the record and hands it to a Hub, which queues it (bounded; overflow is counted) for a
+# writer thread that calls the sinks, so a slow terminal never slows the answers. Fields
+# that cost a parse (From user, User-Agent) are computed only when a sink asks. Attacker
+# bytes are data: control characters are escaped and Authorization values redacted before
+# anything is written (house rule 9).
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, NamedTuple
+
+from sipdeflect.errors import SipParseError
+from sipdeflect.sip.message import Request
+from sipdeflect.sip.parse import parse
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_AUTH = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*")
+
+
+def escape(text: str) -> str:
+    """Printable form of attacker text: control and bidi characters become \\xNN / \\uNNNN."""
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
+    )
+
+
+def redact(raw: bytes) -> bytes:
+    """The message with every (Proxy-)Authorization value replaced."""
+    return _AUTH.sub(rb"\1 <redacted>", raw)
+
+
+def show(raw: bytes) -> str:
+    """A whole message for --show: redacted, decoded leniently, escaped line by line."""
+    text = redact(raw).decode("utf-8", "replace")
+    return "\n".join(escape(line) for line in text.replace("\r\n", "\n").split("\n"))
+
+
+class DecoyEvent(NamedTuple):
+    """One message seen by the decoy and what it did about it.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per datagram on the hot
+    path, where a frozen dataclass's __init__ costs several times more. ``request`` is None
+    when the hot path answered without building a Request (or the message did not parse);
+    ``message`` parses ``raw`` on demand for the sinks.
+    """
+
+    time: float
+    source: tuple[str, int]
+    transport: str
+    raw: bytes
+    request: Request | None
+    answer: str  # strategy answer name, or "drop"
+    status: int | None  # status sent, None when nothing was sent
+    why: str
+    sent: int = 0  # bytes sent
+    method_hint: str = ""  # the method, when known without a parse
+
+    @property
+    def message(self) -> Request | None:
+        if self.request is not None or self.answer == "drop":
+            return self.request
+        try:
+            msg = parse(self.raw)
+        except SipParseError:
+            return None
+        return msg if isinstance(msg, Request) else None
+
+    @property
+    def method(self) -> str:
+        if self.method_hint:
+            return self.method_hint
+        msg = self.message
+        return "?" if msg is None else msg.method
+
+    def fields(self) -> tuple[str, str, str]:
+        """(method, From user, User-Agent), escaped; one parse at most."""
+        msg = self.message
+        if msg is None:
+            return (escape(self.method_hint) or "?", "", "")
+        try:
+            user = escape(msg.from_.uri.user or "")
+        except SipParseError:
+            user = "?"
+        return (escape(msg.method), user, escape(msg.user_agent or ""))
+
+    @property
+    def from_user(self) -> str:
+        return self.fields()[1]
+
+    @property
+    def user_agent(self) -> str:
+        return self.fields()[2]
+
+    def line(self) -> str:
+        ts = time.strftime("%H:%M:%S", time.localtime(self.time)) + f".{self.time % 1:.3f}"[2:]
+        got = str(self.status) if self.status is not None else "-"
+        host, port = self.source
+        src = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        method, user, agent = self.fields()
+        return (
+            f"{ts} {src} {self.transport} {method} from={user!r} "
+            f"ua={agent!r} -> {got} {self.answer}: {escape(self.why)}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        method, user, agent = self.fields()
+        return {
+            "time": self.time,
+            "source": self.source[0],
+            "port": self.source[1],
+            "transport": self.transport,
+            "method": method,
+            "from_user": user,
+            "user_agent": agent,
+            "status": self.status,
+            "answer": self.answer,
+            "why": escape(self.why),
+            "size": len(self.raw),
+            "sent": self.sent,
+        }
+
+
+Sink = Callable[[DecoyEvent], None]
+
+
+@dataclass
+class Summary:
+    """Counters kept by the hot loop; merged across workers; printed at Ctrl-C."""
+
+    messages: int = 0
+    answered: int = 0
+    dropped: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    drops: Counter[str] = field(default_factory=Counter)
+    sources: int = 0
+    stopped: int = 0
+    evicted: int = 0
+
+    def merge(self, other: Summary) -> None:
+        self.messages += other.messages
+        self.answered += other.answered
+        self.dropped += other.dropped
+        self.answers.update(other.answers)
+        self.drops.update(other.drops)
+        self.sources += other.sources
+        self.stopped += other.stopped
+        self.evicted += other.evicted
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "answered": self.answered,
+            "dropped": self.dropped,
+            "answers": dict(self.answers),
+            "drops": dict(self.drops),
+            "sources": self.sources,
+            "stopped": self.stopped,
+            "evicted": self.evicted,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Summary:
+        return cls(
+            d["messages"],
+            d["answered"],
+            d["dropped"],
+            Counter(d["answers"]),
+            Counter(d["drops"]),
+            d["sources"],
+            d["stopped"],
+            d["evicted"],
+        )
+
+
+class Hub:
+    """Bounded queue between the hot loop and the sinks, drained by one writer thread."""
+
+    def __init__(self, sinks: list[Sink], maxlen: int = 65_536) -> None:
+        self.sinks = sinks
+        self._q: deque[DecoyEvent] = deque(maxlen=maxlen)
+        self.maxlen = maxlen
+        self.lost = 0  # events overwritten because the sinks fell behind
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def __bool__(self) -> bool:
+        """True when some sink wants every event (not only drops)."""
+        return self.wants_all
+
+    @property
+    def wants_all(self) -> bool:
+        return any(not getattr(sink, "drops_only", False) for sink in self.sinks)
+
+    @property
+    def wants_drops(self) -> bool:
+        return bool(self.sinks)
+
+    def put(self, event: DecoyEvent) -> None:
+        q = self._q
+        if len(q) >= self.maxlen:
+            self.lost += 1
+        q.append(event)
+
+    def drain(self) -> None:
+        q = self._q
+        while q:
+            event = q.popleft()
+            for sink in self.sinks:
+                sink(event)
+
+    def start(self) -> None:
+        def run() -> None:
+            while not self._stop:
+                self._wake.wait(0.1)
+                self.drain()
+            self.drain()
+
+        self._thread = threading.Thread(target=run, name="decoy-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class LinePrinter:
+    """One line per message, at most ``per_second`` lines; the rest become, once a second,
+    'N more messages from X' per source (the few busiest), so a flood cannot flood the
+    terminal."""
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        per_second: int = 20,
+        whole: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write = write
+        self.per_second = per_second
+        self.whole = whole
+        self.clock = clock
+        self._window = clock()
+        self._lines = 0
+        self._held: Counter[str] = Counter()
+
+    def __call__(self, event: DecoyEvent) -> None:
+        now = self.clock()
+        if now - self._window >= 1.0:
+            self.flush()
+            self._window = now
+            self._lines = 0
+        if self._lines < self.per_second:
+            self._lines += 1
+            self.write(event.line())
+            if self.whole:
+                self.write(show(event.raw))
+        elif len(self._held) < 4096 or event.source[0] in self._held:
+            self._held[event.source[0]] += 1
+
+    def flush(self) -> None:
+        if not self._held:
+            return
+        busiest = self._held.most_common(5)
+        for ip, n in busiest:
+            self.write(f"... {n} more messages from {escape(ip)}")
+        rest = sum(self._held.values()) - sum(n for _, n in busiest)
+        if rest:
+            self.write(f"... {rest} more messages from {len(self._held) - len(busiest)} others")
+        self._held.clear()
+
+
+class JsonLines:
+    """--events: one JSON object per message."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def __call__(self, event: DecoyEvent) -> None:
+        self.out.write(json.dumps(event.to_json()) + "\n")
+        self.out.flush()
+
+
+class DropLog:
+    """A log line per dropped packet, at most ``per_second``; the rest are counted and
+    reported as one line per second."""
+
+    drops_only = True  # the hub need not build events for answered messages for this sink
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        per_second: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write = write
+        self.per_second = per_second
+        self.clock = clock
+        self._window = clock()
+        self._lines = 0
+        self.suppressed = 0
+
+    def __call__(self, event: DecoyEvent) -> None:
+        if event.status is not None or event.answer != "drop":
+            return
+        now = self.clock()
+        if now - self._window >= 1.0:
+            if self.suppressed:
+                self.write(f"dropped {self.suppressed} more packets (log rate-limited)")
+            self._window, self._lines, self.suppressed = now, 0, 0
+        if self._lines < self.per_second:
+            self._lines += 1
+            host, port = event.source
+            self.write(
+                f"dropped {len(event.raw)} bytes from {escape(host)}:{port}: {escape(event.why)}"
+            )
+        else:
+            self.suppressed += 1

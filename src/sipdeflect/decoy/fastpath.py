@@ -1,0 +1,158 @@
+# The decoy's hot path, measured: sip.parse + sip.build_response cost ~15 us of the ~20 us
+# a flood datagram took, mostly building frozen Headers/Request values the decoy never reads.
+# scan() reads a plain datagram (CRLF lines, no folding, no NUL, long or compact names) into
+# just (method, first-value index, Via values) with the SIP core's own name cache and rules,
+# and returns None ("defer") for anything less plain, so sip.parse still decides every odd
+# case. build() is sip.build_response over those values. tests/decoy/test_fastpath.py holds
+# both to the SIP core: for every vector and a fuzzed corpus, the fast answer is either
+# deferred or byte-identical to parse + build_response.
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+
+from sipdeflect.errors import SipParseError
+from sipdeflect.sip.build import reason_phrase, top_via_with_source
+from sipdeflect.sip.fields import TOKEN, canonical_name, split_list
+from sipdeflect.sip.fields import _names as _name_cache
+from sipdeflect.sip.parse import MANDATORY, MAX_BODY, MAX_HEADERS, MAX_MESSAGE
+
+_MAX_CSEQ = 2**31 - 1  # RFC 3261 8.1.1.5
+_TAG = re.compile(rb";\s*tag\s*=", re.IGNORECASE)
+_UNSAFE = re.compile(rb"[\r\n\x00]")
+_METHODS = {
+    m.encode(): m
+    for m in [
+        "REGISTER",
+        "INVITE",
+        "OPTIONS",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "MESSAGE",
+        "INFO",
+        "PRACK",
+        "UPDATE",
+        "REFER",
+        "PUBLISH",
+    ]
+}
+
+Scanned = tuple[str, dict[str, bytes], list[bytes]]
+
+
+def scan(data: bytes) -> Scanned | None:
+    """(method, {canonical name: first value}, [Via values]) of a plain SIP request, or
+    None when sip.parse must decide (anything unusual, malformed, or a response)."""
+    if len(data) > MAX_MESSAGE or data[:1] in (b"\r", b"\n") or data.startswith(b"SIP/"):
+        return None  # leading CRLF, responses ("SIP/2.0 ..."), oversize: the core decides
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = data[:end]
+    lines = head.split(b"\r\n")
+    breaks = len(lines) - 1
+    if (
+        breaks < 1
+        or breaks > MAX_HEADERS
+        or head.count(b"\r") != breaks
+        or head.count(b"\n") != breaks
+        or b"\x00" in head
+        or b"\r\n " in head
+        or b"\r\n\t" in head
+    ):
+        return None  # bare CR/LF, NUL, folding, no or too many header lines
+    parts = lines[0].split()
+    if len(parts) != 3 or parts[2] != b"SIP/2.0" or b":" not in parts[1]:
+        return None
+    method = _METHODS.get(parts[0])
+    if method is None:
+        method = parts[0].decode("ascii", "replace")
+        if not TOKEN.fullmatch(method):
+            return None
+    known = _name_cache.get
+    index: dict[str, bytes] = {}
+    vias: list[bytes] = []
+    try:
+        for line in lines[1:]:
+            raw, colon, value = line.partition(b":")
+            if not colon:
+                return None  # a header line without a colon
+            name = known(raw) or canonical_name(raw)  # validates and caches new spellings
+            value = value.strip(b" \t")
+            if name == "via":
+                vias.append(value)
+            if name not in index:
+                index[name] = value
+    except SipParseError:
+        return None
+    if not index.keys() >= MANDATORY:
+        return None
+    cseq = index["cseq"].split()
+    if (
+        len(cseq) != 2
+        or not cseq[0].isdigit()
+        or len(cseq[0]) > 10
+        or int(cseq[0]) > _MAX_CSEQ
+        or cseq[1] != parts[0]
+    ):
+        return None
+    cl = index.get("content-length")
+    if cl is not None and (
+        not cl.isdigit() or len(cl) > 9 or int(cl) > MAX_BODY or int(cl) > len(data) - end - 4
+    ):
+        return None
+    return method, index, vias
+
+
+def to_tag(index: dict[str, bytes]) -> bytes:
+    """sip.build.to_tag_for over an index: deterministic per dialog (Call-ID, From)."""
+    crc = zlib.crc32(index.get("from", b""), zlib.crc32(index.get("call-id", b"")))
+    return b"%08x" % crc
+
+
+def build(
+    index: dict[str, bytes],
+    vias: Sequence[bytes],
+    status: int,
+    source: tuple[str, int],
+    headers: Sequence[tuple[str, str]] = (),
+    *,
+    clean: bool = False,
+) -> bytes:
+    """sip.build_response(request, status, source=source, headers=headers) for a request
+    given as its first-value index and Via values (RFC 3261 8.2.6.2, RFC 3581 4)."""
+    extra = (
+        b"".join(
+            [
+                b"%s: %s\r\n" % (n.encode(), _UNSAFE.sub(b" ", v.encode("utf-8", "replace")))
+                for n, v in headers
+            ]
+        )
+        if headers
+        else b""
+    )
+    phrase = reason_phrase(status).encode()
+    via_list = list(vias)
+    if via_list:
+        top = split_list(via_list[0])
+        top[0] = top_via_with_source(top[0], source[0], source[1])
+        via_list[0] = b", ".join(top)
+    to_v = index.get("to", b"")
+    if status != 100 and not _TAG.search(to_v, to_v.rfind(b">") + 1):
+        to_v += b";tag=" + to_tag(index)
+    fixed = [index.get("from", b""), to_v, index.get("call-id", b""), index.get("cseq", b"")]
+    # ``clean``: the values came from scan(), which refused any CR, LF or NUL in the head.
+    if not clean and _UNSAFE.search(b"".join([*via_list, *fixed])):
+        via_list = [_UNSAFE.sub(b" ", v) for v in via_list]
+        fixed = [_UNSAFE.sub(b" ", v) for v in fixed]
+    from_v, to_v, call_id, cseq = fixed
+    via_block = b"".join([b"Via: %s\r\n" % v for v in via_list])
+    return (
+        b"SIP/2.0 %d %s\r\n%sFrom: %s\r\nTo: %s\r\nCall-ID: %s\r\nCSeq: %s\r\n%s"
+        b"Content-Length: 0\r\n\r\n"
+        % (status, phrase, via_block, from_v, to_v, call_id, cseq, extra)
+    )

@@ -1,0 +1,335 @@
+# The decoy's I/O: one blocking UDP loop per socket (recvmsg + IP_PKTINFO so a packet from
+# a loopback or own address is answered only if it really came over lo; a plain blocking
+# loop is the fastest Python receive path measured here), one small selector loop for all
+# TCP connections (not the flood path), and Decoy.handle(), the per-datagram work shared by
+# both: parse, source table and guard, strategy table, build, size check. Everything the
+# decoy saw goes to the event Hub; counters go to a Summary. The clock is read here only.
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sipdeflect.decoy import fastpath
+from sipdeflect.decoy.events import DecoyEvent, Hub, Summary
+from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_RECVPKTINFO, Guard
+from sipdeflect.decoy.strategy import Persona, answer_headers, aor_key, decide_fields
+from sipdeflect.errors import SipParseError
+from sipdeflect.sip.message import Request
+from sipdeflect.sip.parse import parse
+from sipdeflect.sip.stream import KeepAlive, StreamReceiver
+
+MAX_TCP_CONNECTIONS = 256
+TCP_IDLE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Decoy:
+    """Answers requests through the guard and the strategy table."""
+
+    def __init__(
+        self,
+        *,
+        guard: Guard | None = None,
+        persona: Persona | None = None,
+        hub: Hub | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.guard = guard or Guard()
+        self.persona = persona or Persona()
+        self.hub = hub or Hub([])
+        self.events = self.hub.wants_all  # build a record for every message (else drops only)
+        self.drop_events = self.hub.wants_drops
+        self.summary = Summary()
+        self.clock = clock
+        self.lock = threading.Lock()  # the UDP threads and the TCP thread share state
+
+    def _drop(self, data: bytes, src: tuple[str, int], why: str, transport: str) -> None:
+        s = self.summary
+        s.dropped += 1
+        s.drops[why.partition(":")[0]] += 1
+        if self.drop_events:
+            self.hub.put(DecoyEvent(self.clock(), src, transport, data, None, "drop", None, why))
+
+    def handle(
+        self,
+        data: bytes,
+        src: tuple[str, int],
+        ancdata: list[tuple[int, int, bytes]] | None = None,
+        transport: str = "udp",
+    ) -> bytes | None:
+        """The reply to one datagram (or framed TCP message), or None for silence.
+
+        ``ancdata`` is recvmsg's ancillary data (IP_PKTINFO); None means "came over lo" is
+        unknown and therefore false. For TCP the handshake proved the source, so only the
+        strategy applies (no size rule, no reply budget).
+        """
+        self.summary.messages += 1
+        scanned = fastpath.scan(data)
+        request: Request | None = None
+        clean = scanned is not None
+        if scanned is None:  # not a plain request: the SIP core decides
+            try:
+                msg = parse(data)
+            except SipParseError as exc:
+                self._drop(data, src, f"malformed: {exc}", transport)
+                return None
+            if not isinstance(msg, Request):
+                self._drop(data, src, "a response, not a request", transport)
+                return None
+            request = msg
+            index = msg.headers.index
+            scanned = (msg.method, index, [v for n, v in msg.headers.fields if n == "via"])
+        method, index, vias = scanned
+        now = self.clock()
+        guard = self.guard
+        with self.lock:
+            st = guard.state(src[0], now)
+            st.requests += 1
+            st.last = now
+            ans = decide_fields(method, index, st.challenged)
+            if ans.status is None:
+                st.closed = False
+                self.summary.answers[ans.name] += 1
+                if self.events:
+                    self.hub.put(
+                        DecoyEvent(
+                            now, src, transport, data, request, ans.name, None, ans.why, 0, method
+                        )
+                    )
+                return None
+            udp = transport == "udp"
+            if udp:
+                refusal = guard.refuse(st, src[1], ancdata)
+                if refusal is None and not guard.take(st, now):
+                    refusal = "reply budget: per-destination rate exhausted"
+                if refusal is not None:
+                    self._drop(data, src, refusal, transport)
+                    return None
+            extra = answer_headers(ans, index, self.persona, now)
+            out = fastpath.build(index, vias, ans.status, src, extra, clean=clean)
+            smaller = ans.smaller
+            if udp and len(out) > len(data):
+                # RFC-sized challenges can outgrow a small request: try the table's smaller
+                # answer once, else stay silent (never amplify).
+                if smaller is not None and smaller.status is not None:
+                    ans = smaller
+                    extra = answer_headers(ans, index, self.persona, now)
+                    out = fastpath.build(index, vias, smaller.status, src, extra, clean=clean)
+                if len(out) > len(data):
+                    self._drop(data, src, "answer would be larger than the request", transport)
+                    return None
+            if ans.remember:
+                st.challenged = aor_key(index)
+            elif ans.forget:
+                st.challenged = 0
+            st.closed = ans.closes
+            s = self.summary  # under the lock: several UDP threads share these counters
+            s.answered += 1
+            s.answers[ans.name] += 1
+        if self.events:
+            self.hub.put(
+                DecoyEvent(
+                    now,
+                    src,
+                    transport,
+                    data,
+                    request,
+                    ans.name,
+                    ans.status,
+                    ans.why,
+                    len(out),
+                    method,
+                )
+            )
+        return out
+
+    def totals(self) -> Summary:
+        s = Summary()
+        s.merge(self.summary)
+        s.sources = self.guard.created
+        s.stopped = self.guard.stopped()
+        s.evicted = self.guard.evicted
+        return s
+
+
+# -- sockets ---------------------------------------------------------------------------
+
+
+SocketFactory = Callable[[int, int], socket.socket]
+
+
+def udp_socket(
+    listen: Listen,
+    *,
+    reuseport: bool = False,
+    factory: SocketFactory = socket.socket,
+    rcvbuf: int = 0,
+) -> socket.socket:
+    sock = factory(listen.family, socket.SOCK_DGRAM)
+    _prepare(sock, listen, reuseport)
+    if rcvbuf:
+        deepen_receive_buffer(sock, rcvbuf)
+    sock.bind((listen.host, listen.port))
+    return sock
+
+
+def tcp_socket(
+    listen: Listen, *, reuseport: bool = False, factory: SocketFactory = socket.socket
+) -> socket.socket:
+    sock = factory(listen.family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _prepare(sock, listen, reuseport)
+    sock.bind((listen.host, listen.port))
+    sock.listen(64)
+    return sock
+
+
+def _prepare(sock: socket.socket, listen: Listen, reuseport: bool) -> None:
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if listen.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+DEFAULT_RCVBUF = 4 << 20
+
+
+def deepen_receive_buffer(sock: socket.socket, size: int = DEFAULT_RCVBUF) -> int:
+    """A deep receive queue absorbs bursts and scheduling hiccups (the default ~200 KiB
+    holds a few ms of a flood). SO_RCVBUFFORCE when allowed (root), else SO_RCVBUF, which
+    the kernel caps at net.core.rmem_max. Returns what the kernel granted."""
+    force = getattr(socket, "SO_RCVBUFFORCE", 33)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def enable_pktinfo(sock: socket.socket) -> None:
+    """Ask the kernel for the incoming interface of every datagram (ancillary data)."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+
+def serve_udp(decoy: Decoy, sock: socket.socket, stop: threading.Event) -> None:
+    """The hot loop. Returns when ``stop`` is set and the socket is shut down."""
+    enable_pktinfo(sock)
+    handle = decoy.handle
+    recvmsg = sock.recvmsg
+    sendto = sock.sendto
+    while not stop.is_set():
+        try:
+            data, anc, _flags, src = recvmsg(65535, 64)
+        except OSError:
+            if stop.is_set():
+                return
+            continue
+        if src is None:  # shutdown() wakes us with an empty read
+            continue
+        try:
+            out = handle(data, src[:2], anc)
+            if out is not None:
+                sendto(out, src)
+        except OSError:
+            continue  # e.g. unreachable destination: never stop the loop
+        except Exception as exc:  # never crash on one packet; record it
+            decoy._drop(data, src[:2], f"internal error: {type(exc).__name__}", "udp")
+
+
+def serve_tcp(decoy: Decoy, listeners: Iterable[socket.socket], stop: threading.Event) -> None:
+    """All TCP listeners and connections in one selector loop (RFC 3261 18.3 framing)."""
+    sel = selectors.DefaultSelector()
+    for lsock in listeners:
+        lsock.setblocking(False)
+        sel.register(lsock, selectors.EVENT_READ, None)
+    conns: dict[socket.socket, tuple[StreamReceiver, tuple[str, int], list[float]]] = {}
+
+    def close(conn: socket.socket) -> None:
+        conns.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(conn)
+        conn.close()
+
+    try:
+        while not stop.is_set():
+            for key, _ in sel.select(0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        conn, addr = sock.accept()
+                        if len(conns) >= MAX_TCP_CONNECTIONS:
+                            conn.close()
+                            continue
+                        conn.setblocking(False)
+                        conns[conn] = (StreamReceiver(), addr[:2], [time.monotonic()])
+                        sel.register(conn, selectors.EVENT_READ, "conn")
+                    continue
+                _tcp_read(decoy, sock, conns, close)
+            idle = time.monotonic() - TCP_IDLE_SECONDS
+            for conn in [c for c, (_, _, seen) in conns.items() if seen[0] < idle]:
+                close(conn)
+    finally:
+        for conn in list(conns):
+            close(conn)
+        sel.close()
+
+
+def _tcp_read(
+    decoy: Decoy,
+    conn: socket.socket,
+    conns: dict[socket.socket, tuple[StreamReceiver, tuple[str, int], list[float]]],
+    close: Callable[[socket.socket], None],
+) -> None:
+    receiver, addr, seen = conns[conn]
+    try:
+        data = conn.recv(65536)
+    except BlockingIOError:
+        return
+    except OSError:
+        close(conn)
+        return
+    if not data:
+        close(conn)
+        return
+    seen[0] = time.monotonic()
+    try:
+        receiver.feed(data)
+        replies: list[bytes] = []
+        for event in receiver:
+            if isinstance(event, KeepAlive):
+                if event.ping:
+                    replies.append(b"\r\n")  # RFC 5626 3.5.1 pong
+                continue
+            if isinstance(event, Request):
+                out = decoy.handle(event.raw, addr, None, "tcp")
+                if out is not None:
+                    replies.append(out)
+        if replies:
+            conn.sendall(b"".join(replies))
+    except SipParseError as exc:
+        decoy._drop(data, addr, f"malformed stream: {exc}", "tcp")
+        close(conn)
+    except OSError:
+        close(conn)

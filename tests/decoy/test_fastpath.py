@@ -1,0 +1,90 @@
+"""The hot path answers exactly as the SIP core would: scan() either defers or agrees with
+sip.parse, and build() is byte-identical to sip.build_response, on every vector, on
+generated requests and on a fuzzed corpus."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from sipdeflect.decoy import fastpath
+from sipdeflect.errors import SipParseError
+from sipdeflect.sip import Request, build_response, parse
+from tests.decoy.helpers import CAPTURED, VECTORS, sip
+from tests.decoy.test_handle import _mutate
+
+HANDMADE = [p.read_bytes() for p in sorted((VECTORS / "handmade").glob("*.sip"))]
+EXTRA = [
+    [],
+    [("WWW-Authenticate", 'Digest realm="asterisk", nonce="0badc0de"')],
+    [("Allow", "INVITE, ACK"), ("Server", "Fake/1")],
+]
+
+
+def agree(data: bytes, src: tuple[str, int] = ("203.0.113.5", 5099)) -> bool:
+    """Assert agreement; True when the fast path took the message."""
+    scanned = fastpath.scan(data)
+    if scanned is None:
+        return False
+    method, index, vias = scanned
+    msg = parse(data)  # the core must accept what the fast path accepts
+    assert isinstance(msg, Request)
+    assert method == msg.method
+    assert index == msg.headers.index
+    assert vias == [v for n, v in msg.headers.fields if n == "via"]
+    for status in (200, 401, 404, 100):
+        for extra in EXTRA:
+            assert fastpath.build(index, vias, status, src, extra) == build_response(
+                msg, status, source=src, headers=extra
+            )
+    return True
+
+
+def test_vectors_agree_and_plain_ones_take_the_fast_path() -> None:
+    taken = {name: agree(data) for name, data in CAPTURED.items()}
+    assert all(taken.values()), taken  # every real scanner/sipp request is plain
+    for data in HANDMADE:
+        agree(data)
+    assert not agree(Path(VECTORS / "handmade" / "folded-odd-whitespace.sip").read_bytes())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=hs.sampled_from(["REGISTER", "INVITE", "OPTIONS", "SUBSCRIBE", "X-Y"]),
+    user=hs.from_regex(r"[a-zA-Z0-9._-]{1,12}", fullmatch=True),
+    extra=hs.lists(
+        hs.tuples(
+            hs.sampled_from(["v", "Via", "VIA", "f", "t", "i", "l", "X-A", "To", "cseq"]),
+            hs.text(hs.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+        ),
+        max_size=4,
+    ),
+    host=hs.sampled_from(["198.51.100.7", "2001:db8::1", "10.0.0.1"]),
+)
+def test_generated_requests_agree(
+    method: str, user: str, extra: list[tuple[str, str]], host: str
+) -> None:
+    more = "".join(f"{n}: {v}\r\n" for n, v in extra)
+    data = sip(method, user=user, extra=more)
+    try:
+        parse(data)
+    except SipParseError:
+        assert fastpath.scan(data) is None
+        return
+    agree(data, (host, 5060))
+
+
+def test_fuzzed_corpus_never_takes_what_the_core_rejects() -> None:
+    rng = random.Random(7)
+    seeds = [*CAPTURED.values(), *HANDMADE, sip("REGISTER", pad=10)]
+    taken = 0
+    for i in range(30_000):
+        data = _mutate(rng, seeds[i % len(seeds)])
+        scanned = fastpath.scan(data)
+        if scanned is not None:
+            taken += 1
+            agree(data)
+    assert taken > 1000  # the corpus exercised the fast path, not only the deferral
