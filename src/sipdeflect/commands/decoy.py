@@ -37,8 +37,8 @@ def summary_table(summary: Summary) -> Table:
     return table
 
 
-def run(  # noqa: PLR0917 - typer maps each option to a parameter
-    listen: list[str] = typer.Option(  # noqa: B008
+def run(
+    listen: list[str] = typer.Option(
         ...,
         "--listen",
         "-l",
