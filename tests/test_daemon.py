@@ -109,9 +109,11 @@ def test_detection_to_block_and_control(parts: tuple[Config, Ledger, Clock]) -> 
         c = ControlClient(cfg.control.socket)
         out = r.call(d.signal, atk, Level.ATTACKER, "svcrack: 3 failed auths after challenge")
         assert [x.action for x in out] == [Action.DEFLECT]
+        d.wait_firewall()  # applied on the firewall thread, after the store commit
         assert [x.action for x in ledger.enforced] == [Action.DEFLECT]
         clock.now += 20  # the scanner went quiet in the decoy
         r.call(d.tick)
+        d.wait_firewall()
         assert [x.action for x in ledger.enforced] == [Action.DEFLECT, Action.BLOCK]
         st = c.call("status")
         assert st["sources"]["blocked"] == 1
@@ -204,5 +206,6 @@ def test_dry_run_decides_but_never_enforces(parts: tuple[Config, Ledger, Clock])
     out = d.signal(address("203.0.113.66"), Level.ATTACKER, "x")
     assert [x.action for x in out] == [Action.DEFLECT]
     d.restore()
+    d.wait_firewall()
     assert ledger.enforced == []
     assert ledger.reconciled == []

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import signal
@@ -17,13 +18,14 @@ from typing import Any, Protocol
 from sipdeflect.config import Config
 from sipdeflect.control import ControlServer
 from sipdeflect.decisions import Action, Address, Decision, Level, parse_target
+from sipdeflect.decoy.events import DecoyEvent, show
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.verdict import Verdicts
 from sipdeflect.duration import parse_duration
 from sipdeflect.engine import Engine, Source, State, address
 from sipdeflect.errors import UsageError
 from sipdeflect.metrics import Metrics
-from sipdeflect.store.sqlite import SqliteStore
+from sipdeflect.store.sqlite import TRAFFIC_BUCKET, SqliteStore
 from sipdeflect.supervise import Supervisor
 
 log = logging.getLogger("sipdeflect")
@@ -68,6 +70,11 @@ class Daemon:
         self._stop = asyncio.Event()
         self._sources: dict[str, Callable[[Daemon], Awaitable[None]]] = {}
         self.on_reload: Callable[[], None] = self.reload  # SIGHUP: `run` reloads the file
+        # One thread applies firewall plans, in order, off the loop: an nft transaction can
+        # take seconds, and pyroute2 (conntrack) runs its own event loop.
+        self._fw = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="firewall")
+        self.firewall_errors = 0
+        self._traffic: dict[tuple[str, int, str], list[int]] = {}
         self._register_control()
 
     # -- inputs (call on the loop thread) ---------------------------------------------------
@@ -95,11 +102,47 @@ class Daemon:
             return []
         return self.signal(flag.source, flag.level, flag.reason)
 
+    def decoy_event(self, ev: DecoyEvent) -> None:
+        """One message the decoy handled: the source is still trying (so not quiet yet)."""
+        try:
+            source = address(ev.source[0])
+        except ValueError:
+            return
+        self.decoy_seen(source)
+        method = ev.method
+        self.metrics.messages.labels("decoy", method).inc()
+        self.metrics.decoy_answers.labels(ev.answer).inc()
+        key = (str(source), int(ev.time // TRAFFIC_BUCKET) * TRAFFIC_BUCKET, "decoy")
+        acc = self._traffic.setdefault(key, [0, 0, 0])
+        acc[0] += 1
+        acc[1] += len(ev.raw)
+        acc[2] += 1 if ev.status is not None else 0
+        self.store.record_event(
+            ev.time,
+            str(source),
+            "sip",
+            show(ev.raw),
+            account=ev.from_user or None,
+            user_agent=ev.user_agent or None,
+            port=ev.source[1],
+        )
+        self.publish({"type": "sip", "line": ev.line()})
+
+    def flush_traffic(self) -> None:
+        """Per-minute traffic accumulated in memory, written once a tick (not per packet)."""
+        if self._traffic:
+            rows = [
+                (s, float(b), place, p, n, r) for (s, b, place), (p, n, r) in self._traffic.items()
+            ]
+            self._traffic.clear()
+            self.store.account(rows)
+
     def decoy_seen(self, source: Address) -> None:
         self.counters["decoy_packets"] += 1
         self.engine.decoy_seen(source, self.clock())
 
     def tick(self) -> list[Decision]:
+        self.flush_traffic()
         out = self.engine.tick(self.clock())
         self._apply(out)
         return out
@@ -128,7 +171,7 @@ class Daemon:
                     touched.append(src)
         self.store.commit(decisions, touched)  # durable before the firewall changes
         if not self.dry_run:
-            self.enforcer.enforce(decisions)
+            self._fw.submit(self.enforcer.enforce, decisions).add_done_callback(self._fw_done)
         self.counters["decisions"] += len(decisions)
         self._refresh_gauges()
         for d in decisions:
@@ -137,6 +180,16 @@ class Daemon:
                 self.metrics.sources_quit.inc()
             log.info("%s %s until=%s (%s; %s)", d.action, d.target, d.until, d.origin, d.reason)
             self.publish({"type": "decision", **_decision_json(d, self.clock())})
+
+    def _fw_done(self, fut: concurrent.futures.Future[None]) -> None:
+        exc = fut.exception()
+        if exc is not None:  # the store has it: the next start's reconcile applies it
+            self.firewall_errors += 1
+            log.error("firewall apply failed: %s", exc)
+
+    def wait_firewall(self) -> None:
+        """Block until every submitted firewall change is applied (tests, shutdown)."""
+        self._fw.submit(lambda: None).result()
 
     def _refresh_gauges(self) -> None:
         counts = dict.fromkeys(("deflect", "block", "allow"), 0)
@@ -156,7 +209,7 @@ class Daemon:
     async def run(self, *, handle_signals: bool = True) -> None:
         """Run until stop() or SIGTERM/SIGINT; signals need the main thread."""
         loop = asyncio.get_running_loop()
-        self.restore()
+        await loop.run_in_executor(self._fw, self.restore)
         self._refresh_gauges()
         if self.config.metrics.listen:
             host, port = self.metrics.serve(self.config.metrics.listen)
@@ -177,6 +230,7 @@ class Daemon:
             await self.supervisor.stop()
             await self.control.close()
             self.metrics.close()
+            await loop.run_in_executor(None, self.wait_firewall)
 
     def _sighup(self) -> None:
         self.on_reload()  # looked up at signal time: `run` replaces it to reread the file

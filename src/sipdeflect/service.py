@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sipdeflect.config import Config, LogSource
 from sipdeflect.daemon import Daemon
+from sipdeflect.decoy.events import DecoyEvent
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.logs import Context, LogFormat, UnknownFormatError, detect_format, get_format
 from sipdeflect.detect.wire import WireDetector, WirePolicy
@@ -49,7 +50,40 @@ def build(cfg: Config, *, dry_run: bool = False) -> Daemon:
         daemon.add_source(f"log {spec.path}", follow_log(spec))
     if cfg.detect.wire:
         daemon.add_source("wire", follow_wire(cfg))
+    daemon.add_source("decoy", run_decoy(cfg))
     return daemon
+
+
+def run_decoy(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:
+    """The decoy on the decoy port (both families), its events hopping onto the loop."""
+
+    async def run(daemon: Daemon) -> None:
+        from sipdeflect.decoy import runner  # noqa: PLC0415 - only when the daemon runs
+        from sipdeflect.decoy.server import Listen  # noqa: PLC0415
+        from sipdeflect.decoy.strategy import Persona  # noqa: PLC0415
+
+        loop = asyncio.get_running_loop()
+
+        def sink(ev: DecoyEvent) -> None:  # the decoy's writer thread -> the loop's thread
+            loop.call_soon_threadsafe(daemon.decoy_event, ev)
+
+        port = cfg.decoy.port
+        running = await asyncio.to_thread(  # pyroute2 inside runs its own event loop
+            runner.start,
+            # All interfaces on purpose: nftables `redirect` delivers a deflected packet to
+            # the address of the interface it came in on.
+            [Listen("0.0.0.0", port), Listen("::", port)],  # noqa: S104
+            budget=cfg.decoy.reply_budget,
+            cap=65_536,
+            persona=Persona(),
+            sinks=[sink],
+        )
+        try:
+            await asyncio.Event().wait()  # until cancelled by the supervisor's stop
+        finally:
+            running.stop()
+
+    return run
 
 
 def follow_log(spec: LogSource) -> Callable[[Daemon], Awaitable[None]]:
