@@ -14,17 +14,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sipdeflect.lab.kamailio import Kamailio
+from sipdeflect.lab.kamailio import Kamailio, register_customer, svcrack
 from sipdeflect.lab.netns import Netns, hosts, link
 
 pytestmark = pytest.mark.timeout(300)
-BIN = Path(sys.executable).parent
 PBX_ATK, ATK = "203.0.113.1", "203.0.113.66"
 PBX_CUST, CUST = "198.51.100.1", "198.51.100.20"
 PASSWORD = "correct-horse-battery"
@@ -87,33 +85,8 @@ def _rules(listing: str) -> int:
     return sum(ln.strip().startswith(("ip ", "ip6 ")) for ln in listing.splitlines())
 
 
-def _customer_registers(cust: Netns, tmp: Path) -> bool:
-    scenario = resources.files("sipdeflect.lab") / "data" / "register-auth.xml"
-    res = cust.run(
-        [
-            "sipp",
-            "-sf",
-            str(scenario),
-            "-s",
-            "1001",
-            "-au",
-            "1001",
-            "-ap",
-            PASSWORD,
-            "-m",
-            "3",
-            "-r",
-            "10",
-            "-timeout",
-            "20",
-            "-timeout_error",
-            "-nostdin",
-            f"{PBX_CUST}:5060",
-        ],
-        check=False,
-        timeout=60,
-    )
-    return res.returncode == 0
+def _customer_registers(cust: Netns) -> bool:
+    return register_customer(cust, PBX_CUST, "1001", PASSWORD).returncode == 0
 
 
 def test_svcrack_is_deflected_quits_and_is_blocked(netns_ok: None, tmp_path: Path) -> None:
@@ -129,25 +102,11 @@ def test_svcrack_is_deflected_quits_and_is_blocked(netns_ok: None, tmp_path: Pat
         daemon = pbx.popen(argv, stdout=daemon_log, stderr=subprocess.STDOUT)
         try:
             _wait("the daemon's control socket", lambda: _status(pbx, tmp_path) is not None, 60)
-            assert _customer_registers(cust, tmp_path)
+            assert _customer_registers(cust)
 
             words = tmp_path / "words.txt"
             words.write_text("\n".join(f"guess{i}" for i in range(1000)) + "\n")
-            crack = atk.run(
-                [
-                    str(BIN / "sipvicious_svcrack"),
-                    "-u",
-                    "1001",
-                    "-d",
-                    str(words),
-                    "-p",
-                    "5060",
-                    PBX_ATK,
-                ],
-                check=False,
-                timeout=120,
-                input_="",
-            )
+            crack = svcrack(atk, PBX_ATK, "1001", words)
             # It quit well before trying the whole dictionary, and found nothing real.
             assert PASSWORD not in crack.stdout + crack.stderr
             failures = len(kam.auth_failures())
@@ -192,23 +151,9 @@ def test_svcrack_is_deflected_quits_and_is_blocked(netns_ok: None, tmp_path: Pat
 
             # Blocked: nothing from the attacker reaches Kamailio any more.
             before = len(kam.auth_failures())
-            atk.run(
-                [
-                    str(BIN / "sipvicious_svcrack"),
-                    "-u",
-                    "1001",
-                    "-d",
-                    str(words),
-                    "-p",
-                    "5060",
-                    PBX_ATK,
-                ],
-                check=False,
-                timeout=120,
-                input_="",
-            )
+            svcrack(atk, PBX_ATK, "1001", words)
             assert len(kam.auth_failures()) == before
-            assert _customer_registers(cust, tmp_path)
+            assert _customer_registers(cust)
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:

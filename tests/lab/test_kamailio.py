@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import socket
-import sys
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from sipdeflect.lab.kamailio import Kamailio
+from sipdeflect.lab.kamailio import Kamailio, register_customer, svcrack
 from sipdeflect.lab.netns import hosts, link
 
 pytestmark = pytest.mark.timeout(120)
-SVCRACK = Path(sys.executable).parent / "sipvicious_svcrack"
 
 
 def test_registrar_accepts_customer_and_logs_attacker(netns_ok: None, tmp_path: Path) -> None:
-    scenario = resources.files("sipdeflect.lab") / "data" / "register-auth.xml"
     with hosts("pbx", "cust", "atk") as (pbx, cust, atk):
         link(pbx, ["198.51.100.1/24"], cust, ["198.51.100.20/24"])
         link(pbx, ["203.0.113.1/24"], atk, ["203.0.113.66/24"])
@@ -28,43 +24,12 @@ def test_registrar_accepts_customer_and_logs_attacker(netns_ok: None, tmp_path: 
             {"1001": "correct-horse-battery"},
         ).start()
         try:
-            res = cust.run(
-                [
-                    "sipp",
-                    "-sf",
-                    str(scenario),
-                    "-s",
-                    "1001",
-                    "-au",
-                    "1001",
-                    "-ap",
-                    "correct-horse-battery",
-                    "-m",
-                    "3",
-                    "-r",
-                    "10",
-                    "-timeout",
-                    "20",
-                    "-timeout_error",
-                    "-nostdin",
-                    "-trace_err",
-                    "-error_file",
-                    str(tmp_path / "sipp.err"),
-                    "198.51.100.1:5060",
-                ],
-                check=False,
-                timeout=60,
-            )
+            res = register_customer(cust, "198.51.100.1", "1001", "correct-horse-battery")
             assert res.returncode == 0, (res.stdout[-1500:], res.stderr[-1500:])
             words = tmp_path / "words.txt"
             words.write_text("\n".join(f"guess{i}" for i in range(20)) + "\n")
             for user in ("1001", "7777"):  # a real account, then one that does not exist
-                atk.run(
-                    [str(SVCRACK), "-u", user, "-d", str(words), "-p", "5060", "203.0.113.1"],
-                    check=False,
-                    timeout=60,
-                    input_="",
-                )
+                svcrack(atk, "203.0.113.1", user, words)
             fails = kam.auth_failures()
             assert all("src=203.0.113.66 " in ln for ln in fails)
             assert sum("reason=wrong-password user=1001" in ln for ln in fails) >= 10

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 from sipdeflect.lab.netns import LabError, Netns
@@ -178,3 +180,46 @@ class Kamailio:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def register_customer(
+    ns: Netns, pbx: str, user: str, password: str, *, count: int = 3, rate: int = 10
+) -> subprocess.CompletedProcess[str]:
+    """A customer's phone in ``ns``: ``count`` sipp REGISTERs answering the digest challenge
+    with the right password (lab/data/register-auth.xml). returncode 0: all got 200."""
+    scenario = resources.files("sipdeflect.lab") / "data" / "register-auth.xml"
+    return ns.run(
+        [
+            "sipp",
+            "-sf",
+            str(scenario),
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-m",
+            str(count),
+            "-r",
+            str(rate),
+            "-timeout",
+            "20",
+            "-timeout_error",
+            "-nostdin",
+            f"{pbx}:5060",
+        ],
+        check=False,
+        timeout=60,
+    )
+
+
+def svcrack(ns: Netns, pbx: str, user: str, words: Path) -> subprocess.CompletedProcess[str]:
+    """Real SIPVicious svcrack from ``ns`` against ``pbx``:5060 with a dictionary file."""
+    tool = Path(sys.executable).parent / "sipvicious_svcrack"
+    return ns.run(
+        [str(tool), "-u", user, "-d", str(words), "-p", "5060", pbx],
+        check=False,
+        timeout=120,
+        input_="",
+    )
