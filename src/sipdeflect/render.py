@@ -1,21 +1,48 @@
-# Safe terminal text for attacker-controlled bytes (house rule 9): control characters are
-# escaped, Authorization credentials redacted, rich markup disabled by the caller.
+# Safe text for attacker-controlled bytes (house rule 9), one place for every printer:
+# control, bidi and line-separator characters are escaped (escape_line for one-line output,
+# escape for multi-line text that keeps its newlines and tabs), and Authorization /
+# Proxy-Authorization credentials are redacted, keeping only the scheme when there is one.
 from __future__ import annotations
 
 import re
 
-_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_AUTH = re.compile(r"(?im)^((?:proxy-)?authorization[ \t]*:[ \t]*\S+)[^\r\n]*")
+_BIDI = "\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_LINE = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{_BIDI}]")
+_TEXT = re.compile(f"[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f{_BIDI}]")  # keeps \t and \n
+# The scheme (Digest, Basic) is kept only when it is a token followed by whitespace, so a
+# header without one ("Authorization: username=...") loses everything after the colon.
+_AUTH = re.compile(
+    r"(?im)^((?:proxy-)?authorization[ \t]*:)(?:[ \t]*([A-Za-z][A-Za-z0-9-]{0,20})(?=[ \t]))?"
+    r"[^\r\n]*"
+)
+_AUTH_B = re.compile(_AUTH.pattern.encode())
+
+
+def _code(m: re.Match[str]) -> str:
+    c = ord(m[0])
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def escape_line(text: str) -> str:
+    """One-line form: every control, bidi and separator character as \\xNN / \\uNNNN."""
+    return _LINE.sub(_code, text)
 
 
 def escape(text: str) -> str:
-    """Control characters (except tab and newline) shown as \\xNN."""
-    return _CTRL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Multi-line form: the same, but tabs and newlines are kept."""
+    return _TEXT.sub(_code, text)
 
 
 def redact(text: str) -> str:
-    """Keep the scheme of Authorization headers, drop the credentials."""
-    return _AUTH.sub(r"\1 <redacted>", text)
+    """Authorization values out; the scheme (Digest) kept when present."""
+    return _AUTH.sub(lambda m: f"{m[1]} {m[2]} <redacted>" if m[2] else f"{m[1]} <redacted>", text)
+
+
+def redact_bytes(raw: bytes) -> bytes:
+    """redact() for raw message bytes."""
+    return _AUTH_B.sub(
+        lambda m: m[1] + b" " + m[2] + b" <redacted>" if m[2] else m[1] + b" <redacted>", raw
+    )
 
 
 def wire_text(data: bytes) -> str:

@@ -120,7 +120,7 @@ def test_cli_prints_lines_events_and_a_summary_on_ctrl_c(tmp_path: object) -> No
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "REGISTER from='100' ua='friendly-scanner' -> 200 credentials-accepted-200" in out
-    assert "Authorization: <redacted>" in out
+    assert "Authorization: Digest <redacted>" in out
     assert 'response="' not in out
     assert "\x1b" not in out + err
     assert "dropped 11 bytes from 127.0.0.1" in err

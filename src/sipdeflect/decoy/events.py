@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections import Counter, deque
@@ -17,23 +16,13 @@ from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple
 
 from sipdeflect.errors import SipParseError
+from sipdeflect.render import escape_line, redact_bytes
 from sipdeflect.sip.message import Request
 from sipdeflect.sip.parse import parse
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_AUTH = re.compile(rb"(?im)^((?:proxy-)?authorization[ \t]*:)[^\r\n]*")
-
-
-def escape(text: str) -> str:
-    """Printable form of attacker text: control and bidi characters become \\xNN / \\uNNNN."""
-    return _CONTROL.sub(
-        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
-    )
-
-
-def redact(raw: bytes) -> bytes:
-    """The message with every (Proxy-)Authorization value replaced."""
-    return _AUTH.sub(rb"\1 <redacted>", raw)
+# One implementation for every printer (sipdeflect.render); these names are the decoy's API.
+escape = escape_line
+redact = redact_bytes
 
 
 def show(raw: bytes) -> str:
