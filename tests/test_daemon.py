@@ -209,3 +209,13 @@ def test_dry_run_decides_but_never_enforces(parts: tuple[Config, Ledger, Clock])
     d.wait_firewall()
     assert ledger.enforced == []
     assert ledger.reconciled == []
+
+
+def test_retention_is_applied_by_the_tick(parts: tuple[Config, Ledger, Clock]) -> None:
+    cfg, ledger, clock = parts
+    cfg = cfg.model_copy(update={"store": cfg.store.model_copy(update={"retention": 3600.0})})
+    d = Daemon(cfg, ledger, SqliteStore(cfg.store.path), clock=clock)
+    d.store.record_event(clock.now - 7200, "203.0.113.9", "sip", "old")
+    d.store.record_event(clock.now, "203.0.113.9", "sip", "new")
+    d.tick()
+    assert [e.detail for e in d.store.events("203.0.113.9")] == ["new"]

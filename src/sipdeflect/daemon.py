@@ -29,7 +29,9 @@ from sipdeflect.store.sqlite import TRAFFIC_BUCKET, SqliteStore
 from sipdeflect.supervise import Supervisor
 
 log = logging.getLogger("sipdeflect")
-WATCH_QUEUE = 1000  # per watcher; a slow `watch` client loses lines, never slows the daemon
+PRUNE_EVERY = 3600.0  # seconds between retention passes
+WATCH_QUEUE = 1000
+# per watcher; a slow `watch` client loses lines, never slows the daemon
 
 
 class Enforcer(Protocol):
@@ -75,6 +77,7 @@ class Daemon:
         self._fw = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="firewall")
         self.firewall_errors = 0
         self._traffic: dict[tuple[str, int, str], list[int]] = {}
+        self._last_prune = float("-inf")
         self._register_control()
 
     # -- inputs (call on the loop thread) ---------------------------------------------------
@@ -143,7 +146,14 @@ class Daemon:
 
     def tick(self) -> list[Decision]:
         self.flush_traffic()
-        out = self.engine.tick(self.clock())
+        self.store.flush_events()
+        now = self.clock()
+        if now - self._last_prune >= PRUNE_EVERY:  # [store] retention, applied hourly
+            self._last_prune = now
+            removed = self.store.prune(now, self.config.store.retention)
+            if removed:
+                log.info("pruned %d rows older than the retention", removed)
+        out = self.engine.tick(now)
         self._apply(out)
         return out
 

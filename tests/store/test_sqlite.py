@@ -129,3 +129,18 @@ def test_traffic_is_bucketed_per_minute_and_summed(tmp_path: Path) -> None:
     assert [r.packets for r in got if r.place == "pbx"] == [3]
     with pytest.raises(ValueError, match="place must be one of"):
         store.account([("x", T0, "nowhere", 1, 1, 0)])
+
+
+def test_events_have_a_global_cap_and_are_written_in_batches(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db", events_per_minute=5, events_cap=100)
+    kept = sum(
+        store.record_event(T0 + i / 10_000, f"198.51.{i // 256}.{i % 256}", "flood", "x")
+        for i in range(5000)
+    )  # 5000 spoofed sources
+    assert kept == 100
+    assert store.events_dropped == 4900
+    count = store.db.execute("SELECT count(*) FROM events").fetchone()[0]
+    assert count == 0  # buffered, not yet written
+    assert store.flush_events() == 100
+    assert len(store.events()) == 100
+    assert store.record_event(T0 + 60, "203.0.113.66", "flood", "next minute")

@@ -76,7 +76,9 @@ class StoreProtocol(Protocol):
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, *, events_per_minute: int = 20) -> None:
+    def __init__(
+        self, path: str | Path, *, events_per_minute: int = 20, events_cap: int = 20_000
+    ) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -86,9 +88,14 @@ class SqliteStore:
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         self.events_per_minute = events_per_minute
+        self.events_cap = events_cap  # events kept per minute over all sources
         self._sampled: dict[tuple[str, int], int] = {}
+        self._minute_total: tuple[int, int] = (0, 0)  # (minute, events kept in it)
+        self._pending: list[tuple[float, str, str, str, str | None, str | None, int | None]] = []
+        self.events_dropped = 0  # sampled away or over the cap
 
     def close(self) -> None:
+        self.flush_events()
         self.db.close()
 
     # -- decisions and sources -------------------------------------------------------------
@@ -182,24 +189,42 @@ class SqliteStore:
         user_agent: str | None = None,
         port: int | None = None,
     ) -> bool:
-        """Keep at most events_per_minute events per source and minute; True if kept."""
-        key = (source, int(at // 60))
+        """Keep at most events_per_minute events per source and minute and events_cap per
+        minute in all (a flood from many spoofed sources must not become a flood of
+        writes); True if kept. Kept events are buffered and written in one transaction by
+        flush_events() (the daemon calls it every tick; reads flush first)."""
+        minute = int(at // 60)
+        key = (source, minute)
         n = self._sampled.get(key, 0)
-        if n >= self.events_per_minute:
+        m, total = self._minute_total
+        if m != minute:
+            m, total = minute, 0
+        if n >= self.events_per_minute or total >= self.events_cap:
+            self.events_dropped += 1
             return False
         if len(self._sampled) > 100_000:
-            minute = int(at // 60)
             self._sampled = {k: v for k, v in self._sampled.items() if k[1] >= minute}
         self._sampled[key] = n + 1
-        self.db.execute(
-            "INSERT INTO events (at, source, kind, detail, account, user_agent, port) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, source, kind, detail, account, user_agent, port),
-        )
+        self._minute_total = (m, total + 1)
+        self._pending.append((at, source, kind, detail, account, user_agent, port))
         return True
+
+    def flush_events(self) -> int:
+        """Write buffered events in one transaction; returns how many."""
+        pending, self._pending = self._pending, []
+        if pending:
+            with self._tx() as db:
+                db.executemany(
+                    "INSERT INTO events (at, source, kind, detail, account, user_agent, port) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    pending,
+                )
+        return len(pending)
 
     def events(self, source: str | None = None, since: float = 0.0) -> list[StoredEvent]:
         """Events of one source (or all), oldest first."""
+        self.flush_events()
+
         cols = "SELECT at, source, kind, detail, account, user_agent, port FROM events"
 
         if source is None:
@@ -255,7 +280,9 @@ class SqliteStore:
 
     def prune(self, now: float, retention: float) -> int:
         """Delete history older than retention (never the current state); rows removed."""
+        self.flush_events()
         cutoff = now - retention
+
         with self._tx() as db:
             n = db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM traffic WHERE bucket < ?", (cutoff,)).rowcount
