@@ -143,3 +143,64 @@ def test_transition_table_is_the_only_path() -> None:
     assert (State.DEFLECTED, Trigger.DETECTED) not in TRANSITIONS
     assert eng.signal(A, Level.ATTACKER, "again", T0 + 1) == []
     assert eng.sources[A].offences == 1
+
+
+def test_a_probe_that_quits_on_the_decoys_answer_is_blocked() -> None:
+    """The write-up's flooder on forgeable evidence: deflected briefly; it gets its 200 from
+    the decoy and stops, which only the real sender can do: blocked."""
+    p = Policy()
+    eng = Engine(p)
+    (d,) = eng.probe(A, "forgeable evidence", T0)
+    assert d.action is Action.DEFLECT
+    assert d.until is not None
+    assert d.until - T0 < p.deflect_ttl()  # a short deflect, not an offence yet
+    assert eng.sources[A].state is State.PROBING
+    assert eng.sources[A].offences == 0
+    eng.decoy_seen(A, T0 + 0.1)  # its REGISTER gets the decoy's 401
+    eng.decoy_seen(A, T0 + 0.12, closes=True)  # the repeat gets the 200 it wanted
+    assert eng.tick(T0 + 0.12 + p.probe_quiet - 0.01) == []
+    (b,) = eng.tick(T0 + 0.12 + p.probe_quiet)
+    assert b.action is Action.BLOCK
+    assert b.reason.startswith("quit:")
+    assert eng.sources[A].offences == 1
+
+
+def test_a_probe_that_keeps_sending_after_the_answer_is_released_and_not_reprobed() -> None:
+    """A spoofed flood never sees the decoy's answer and keeps going: no proof, released;
+    the next probe of that address waits probe_every."""
+    p = Policy()
+    eng = Engine(p)
+    eng.probe(A, "forgeable evidence", T0)
+    eng.decoy_seen(A, T0 + 0.1, closes=True)
+    t = T0 + 0.1
+    while t < T0 + p.probe_for - 0.5:
+        t += 0.25
+        eng.decoy_seen(A, t)
+        assert eng.tick(t) == []
+    eng.decoy_seen(A, T0 + p.probe_for - 0.1)
+    (r,) = eng.tick(T0 + p.probe_for)
+    assert r.action is Action.RELEASE
+    assert eng.sources[A].state is State.WATCHED
+    assert eng.probe(A, "again", T0 + p.probe_for + 60) == []
+    assert eng.probe(A, "again", T0 + p.probe_every + 1)[0].action is Action.DEFLECT
+
+
+def test_stopping_before_reaching_the_decoy_proves_nothing() -> None:
+    p = Policy()
+    eng = Engine(p)
+    eng.probe(A, "forgeable evidence", T0)
+    assert eng.tick(T0 + p.probe_quiet + 1) == []
+    (r,) = eng.tick(T0 + p.probe_for)
+    assert r.action is Action.RELEASE
+
+
+def test_proof_during_a_probe_makes_it_a_deflect_and_protected_ones_are_never_probed() -> None:
+    p = Policy()
+    eng = Engine(p, allow=[ipaddress.ip_network("198.51.100.0/24")])
+    eng.probe(A, "forgeable evidence", T0)
+    (d,) = eng.signal(A, Level.ATTACKER, "a failed login after a challenge", T0 + 1)
+    assert d.action is Action.DEFLECT
+    assert eng.sources[A].state is State.DEFLECTED
+    assert eng.sources[A].offences == 1
+    assert eng.probe(address("198.51.100.20"), "forged", T0) == []
+    assert eng.probe(address("127.0.0.1"), "forged", T0) == []

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from sipdeflect.decisions import Level, parse_target
+from sipdeflect.detect.verdict import Policy as VerdictPolicy
 from sipdeflect.duration import format_duration, parse_duration
 from sipdeflect.engine import Policy
 from sipdeflect.errors import ConfigError, UsageError
@@ -83,6 +84,20 @@ class LogSource(_Section):
 class Detect(_Section):
     logs: list[LogSource] = Field([], description="PBX logs to follow ([[detect.logs]] tables)")
     wire: bool = Field(True, description="watch SIP on the wire to the PBX's ports")
+    probe_at: int = Field(
+        4,
+        ge=0,
+        description="forgeable (UDP) evidence weight in a minute that starts a probe "
+        "(a short deflect; 0 = never)",
+    )
+    trust_for: Duration = Field(
+        86400.0,
+        description="after the PBX accepts a source's login, forgeable evidence "
+        "against it is ignored this long",
+    )
+
+    def to_verdict_policy(self) -> VerdictPolicy:
+        return VerdictPolicy(probe_at=self.probe_at, trust_for=self.trust_for)
 
 
 class PolicySection(_Section):
@@ -109,6 +124,10 @@ class PolicySection(_Section):
         "spread by, so mass bans do not lapse at once",
     )
     max_sources: int = Field(100_000, ge=100, description="source records kept in memory")
+    probe_for: Duration = Field(
+        10.0, description="longest probe; a source that keeps sending through it is released"
+    )
+    probe_every: Duration = Field(3600.0, description="at most one probe per source this often")
 
     def to_policy(self) -> Policy:
         return Policy(
@@ -120,6 +139,8 @@ class PolicySection(_Section):
             block_max=self.block_max,
             spread=self.spread,
             max_sources=self.max_sources,
+            probe_for=self.probe_for,
+            probe_every=self.probe_every,
         )
 
 

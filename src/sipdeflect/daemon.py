@@ -19,6 +19,7 @@ from sipdeflect.config import Config
 from sipdeflect.control import ControlServer
 from sipdeflect.decisions import Action, Address, Decision, Level, parse_target
 from sipdeflect.decoy.events import DecoyEvent, show
+from sipdeflect.decoy.strategy import CLOSING
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.verdict import Verdicts
 from sipdeflect.duration import parse_duration
@@ -62,7 +63,7 @@ class Daemon:
         self.dry_run = dry_run
         self.clock = clock
         self.engine = Engine(config.policy.to_policy(), allow=config.allow.networks(), own=self.own)
-        self.verdicts = Verdicts()
+        self.verdicts = Verdicts(config.detect.to_verdict_policy())
         self.supervisor = Supervisor(self._report)
         self.control = ControlServer(config.control.socket)
         self.metrics = Metrics()
@@ -103,7 +104,16 @@ class Daemon:
         flag = self.verdicts.feed(ev)
         if flag is None:
             return []
+        if flag.probe:
+            return self.probe(flag.source, flag.reason)
         return self.signal(flag.source, flag.level, flag.reason)
+
+    def probe(self, source: Address, reason: str) -> list[Decision]:
+        """Forgeable evidence: deflect briefly and see whether it quits (engine.probe)."""
+        self.counters["probes"] = self.counters.get("probes", 0) + 1
+        out = self.engine.probe(source, reason, self.clock())
+        self._apply(out)
+        return out
 
     def decoy_event(self, ev: DecoyEvent) -> None:
         """One message the decoy handled: the source is still trying (so not quiet yet)."""
@@ -111,7 +121,7 @@ class Daemon:
             source = address(ev.source[0])
         except ValueError:
             return
-        self.decoy_seen(source)
+        self.decoy_seen(source, closes=ev.answer in CLOSING)
         method = ev.method
         self.metrics.messages.labels("decoy", method).inc()
         self.metrics.decoy_answers.labels(ev.answer).inc()
@@ -140,9 +150,9 @@ class Daemon:
             self._traffic.clear()
             self.store.account(rows)
 
-    def decoy_seen(self, source: Address) -> None:
+    def decoy_seen(self, source: Address, *, closes: bool = False) -> None:
         self.counters["decoy_packets"] += 1
-        self.engine.decoy_seen(source, self.clock())
+        self.engine.decoy_seen(source, self.clock(), closes=closes)
 
     def tick(self) -> list[Decision]:
         self.flush_traffic()
@@ -186,7 +196,7 @@ class Daemon:
         self._refresh_gauges()
         for d in decisions:
             self.metrics.decisions.labels(d.action.value, d.origin).inc()
-            if d.reason.startswith("quiet"):
+            if d.reason.startswith(("quiet", "quit")):
                 self.metrics.sources_quit.inc()
             log.info("%s %s until=%s (%s; %s)", d.action, d.target, d.until, d.origin, d.reason)
             self.publish({"type": "decision", **_decision_json(d, self.clock())})
@@ -254,6 +264,7 @@ class Daemon:
         if config is not None:
             self.config = config
         self.engine.policy = self.config.policy.to_policy()
+        self.verdicts.retune(self.config.detect.to_verdict_policy())
         manual_allow = [d.target for d in self.engine.manual.values() if d.action is Action.ALLOW]
         self.engine.allow = [*self.config.allow.networks(), *manual_allow]
         log.info("configuration reloaded")

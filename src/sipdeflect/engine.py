@@ -1,6 +1,10 @@
 # Pure decision engine. Per source: watched -> deflected (to the decoy) -> blocked (after
 # the scanner went quiet in the decoy, or stayed too long) -> released (block expired) ->
-# deflected again on the next offence, with a longer block. Inputs are detection levels,
+# deflected again on the next offence, with a longer block. Forgeable evidence (UDP) never
+# deflects outright; it can start a *probe*: watched -> probing (a short deflect) -> blocked
+# only if the source quits right after a decoy answer that ends its scan (only the real
+# sender receives that answer: a spoofed flood keeps going), else released after probe_for
+# (and not probed again for probe_every). Inputs are detection levels,
 # decoy activity and the passage of time (`now` is always a parameter); outputs are
 # Decisions. Transitions live in one table and thresholds in Policy. Allowlisted and own
 # addresses are never acted on. Memory is bounded: beyond max_sources the least recently
@@ -23,6 +27,7 @@ class State(StrEnum):
     DEFLECTED = "deflected"
     BLOCKED = "blocked"
     RELEASED = "released"
+    PROBING = "probing"  # deflected briefly on forgeable evidence, to see if it quits
 
 
 class Trigger(StrEnum):
@@ -30,6 +35,9 @@ class Trigger(StrEnum):
     QUIET = "quiet"  # the decoy heard nothing for quiet_after: the scanner gave up
     DEFLECT_TIMEOUT = "deflect-timeout"  # still sending after max_deflect: drop it anyway
     EXPIRED = "expired"  # the block's time is up
+    PROBE = "probe"  # forgeable evidence enough to try the decoy on it
+    QUIT = "quit"  # quiet right after the decoy's closing answer: it received it
+    PROBE_TIMEOUT = "probe-timeout"  # kept sending through the probe: proves nothing
 
 
 TRANSITIONS: dict[tuple[State, Trigger], tuple[State, Action]] = {
@@ -38,6 +46,11 @@ TRANSITIONS: dict[tuple[State, Trigger], tuple[State, Action]] = {
     (State.DEFLECTED, Trigger.QUIET): (State.BLOCKED, Action.BLOCK),
     (State.DEFLECTED, Trigger.DEFLECT_TIMEOUT): (State.BLOCKED, Action.BLOCK),
     (State.BLOCKED, Trigger.EXPIRED): (State.RELEASED, Action.RELEASE),
+    (State.WATCHED, Trigger.PROBE): (State.PROBING, Action.DEFLECT),
+    (State.RELEASED, Trigger.PROBE): (State.PROBING, Action.DEFLECT),
+    (State.PROBING, Trigger.QUIT): (State.BLOCKED, Action.BLOCK),
+    (State.PROBING, Trigger.PROBE_TIMEOUT): (State.WATCHED, Action.RELEASE),
+    (State.PROBING, Trigger.DETECTED): (State.DEFLECTED, Action.DEFLECT),
 }
 
 
@@ -52,6 +65,10 @@ class Policy:
     spread: float = 0.2  # +-20% per source, so mass bans do not lapse together
     forget_after: float = 30 * 86400.0  # released records (offence counts) kept this long
     max_sources: int = 100_000  # records kept; least recently seen watched ones go first
+    probe_for: float = 10.0  # a probe lasts at most this long
+    probe_quiet: float = 2.0  # silence after the decoy's closing answer that proves it quit
+    probe_grace: float = 0.5  # packets already in flight after that answer still count
+    probe_every: float = 3600.0  # at most one probe per source this often
 
     def block_ttl(self, address: Address, offences: int) -> float:
         ttl = min(self.block_base * self.block_factor ** max(0, offences - 1), self.block_max)
@@ -78,6 +95,8 @@ class Source:
     offences: int = 0  # times deflected
     last_decoy: float | None = None  # last packet the decoy saw from it
     reasons: list[str] = field(default_factory=list)  # newest last, at most 8
+    closed_at: float | None = None  # first decoy answer (in this state) meant to end its scan
+    probed_at: float | None = None  # last probe started
 
     def note(self, reason: str) -> None:
         if not self.reasons or self.reasons[-1] != reason:
@@ -136,12 +155,31 @@ class Engine:
             return self._fire(src, Trigger.DETECTED, now, reason)
         return []
 
-    def decoy_seen(self, address: Address, now: float) -> None:
-        """The decoy received a packet from this source (it is still trying)."""
+    def probe(self, address: Address, reason: str, now: float) -> list[Decision]:
+        """Forgeable evidence says this source may be a scanner: deflect it briefly and see
+        whether it quits on the decoy's answer (see tick). At most once per probe_every."""
+        if self.protected(address):
+            return []
+        src = self.sources.get(address)
+        if src is None:
+            src = Source(address, State.WATCHED, Level.WATCH, now, now, now)
+            self.sources[address] = src
+            self._bound()
+        src.last_seen = now
+        if src.probed_at is not None and now - src.probed_at < self.policy.probe_every:
+            return []
+        src.note(reason)
+        return self._fire(src, Trigger.PROBE, now, reason)
+
+    def decoy_seen(self, address: Address, now: float, *, closes: bool = False) -> None:
+        """The decoy received a packet from this source (it is still trying); ``closes``:
+        the decoy's answer was one meant to end the scan."""
         src = self.sources.get(address)
         if src is not None:
             src.last_decoy = now
             src.last_seen = now
+            if closes and src.closed_at is None:
+                src.closed_at = now  # the first one: whatever it sends after that counts
 
     def tick(self, now: float) -> list[Decision]:
         """Time-driven transitions: quiet or overstaying scanners get blocked, blocks lapse."""
@@ -155,6 +193,19 @@ class Engine:
                     out += self._fire(src, Trigger.QUIET, now, "went quiet in the decoy")
                 elif now - src.since >= p.max_deflect:
                     out += self._fire(src, Trigger.DEFLECT_TIMEOUT, now, "kept sending")
+            elif src.state is State.PROBING:
+                last, closed = src.last_decoy, src.closed_at
+                if (
+                    last is not None
+                    and closed is not None
+                    and last - closed <= p.probe_grace
+                    and now - last >= p.probe_quiet
+                ):
+                    why = "quit on the decoy's answer: it was listening, so it is the sender"
+                    out += self._fire(src, Trigger.QUIT, now, why)
+                elif now - src.since >= p.probe_for:
+                    why = "kept sending through the probe: no proof, left alone"
+                    out += self._fire(src, Trigger.PROBE_TIMEOUT, now, why)
             elif src.state is State.BLOCKED and src.until is not None and now >= src.until:
                 out += self._fire(src, Trigger.EXPIRED, now, "block expired")
             elif (
@@ -215,11 +266,16 @@ class Engine:
         if step is None:
             return []  # e.g. already deflected or blocked: nothing new to do
         state, action = step
-        src.state, src.since, src.last_decoy = state, now, None
-        if action is Action.DEFLECT:
+        src.state, src.since, src.last_decoy, src.closed_at = state, now, None, None
+        if trigger is Trigger.PROBE:
+            src.probed_at = now
+            src.until = now + self.policy.probe_for + self.policy.probe_quiet + 60.0
+        elif action is Action.DEFLECT:
             src.offences += 1
             src.until = now + self.policy.deflect_ttl()
         elif action is Action.BLOCK:
+            if trigger is Trigger.QUIT:
+                src.offences += 1  # proven by quitting: now an offence
             src.until = now + self.policy.block_ttl(src.address, src.offences)
         else:
             src.until = None
@@ -254,8 +310,8 @@ class Engine:
     def active(self) -> Iterator[Decision]:
         """Every decision currently in force (what the firewall should hold)."""
         for src in self.sources.values():
-            if src.state in (State.DEFLECTED, State.BLOCKED):
-                action = Action.DEFLECT if src.state is State.DEFLECTED else Action.BLOCK
+            if src.state in (State.DEFLECTED, State.BLOCKED, State.PROBING):
+                action = Action.BLOCK if src.state is State.BLOCKED else Action.DEFLECT
                 yield Decision(
                     single(src.address),
                     action,

@@ -39,7 +39,7 @@ def settings_of(cfg: Config) -> FirewallSettings:
 
 def build(cfg: Config, *, dry_run: bool = False) -> Daemon:
     settings = settings_of(cfg)
-    backend = get_backend(cfg.firewall.backend, settings, Runner())
+    backend = get_backend(cfg.firewall.backend, settings, Runner(inproc=True))
     own = [n.network_address for n in own_addresses(Runner())] if cfg.allow.own_addresses else []
     if not dry_run:
         backend.apply(plan_setup(settings))

@@ -156,3 +156,40 @@ def test_a_million_fuzzed_messages_then_still_answering() -> None:
     out = decoy.handle(sip("OPTIONS", user="after", pad=100), ("198.51.100.250", 5060))
     assert out is not None
     assert out.startswith(b"SIP/2.0 401 ")
+
+
+def test_svwar_deflected_mid_scan_gets_a_from_tag_it_cannot_decode() -> None:
+    """svwar -m INVITE that already passed its first check against the PBX: the decoy's
+    first INVITE gets the 407; the next extension gets a 404 whose From has no tag, on
+    which svwar's getTag() returns None and it stops (nomore)."""
+    decoy, _ = make_decoy()
+    first = parse(decoy.handle(sip("INVITE", user="105", pad=200), SOURCE) or b"")
+    assert isinstance(first, Response)
+    assert first.status == 407
+    data = sip("INVITE", user="106", pad=200)
+    second = parse(decoy.handle(data, SOURCE) or b"")
+    assert isinstance(second, Response)
+    assert second.status == 404
+    req = request_of(data)
+    assert b"tag=" in (req.headers.get("from") or b"")
+    assert b"tag=" not in (second.headers.get("from") or b"")
+    assert second.vias[0].branch == req.vias[0].branch  # still matches its transaction
+    # A REGISTER challenge from the same source does not count as an INVITE challenge.
+    other = ("198.51.100.30", 5060)
+    decoy.handle(sip("REGISTER", user="2011", pad=200), other)
+    fresh = parse(decoy.handle(sip("INVITE", user="4082224538", pad=200), other) or b"")
+    assert isinstance(fresh, Response)
+    assert fresh.status == 407
+
+
+def test_svcrack_deflected_mid_crack_is_challenged_after_the_404_and_then_accepted() -> None:
+    """Mid-crack, svcrack resends its probe-tagged REGISTER whenever it holds no challenge;
+    a 404 every time kept it looping forever. The repeat gets a challenge, its answer a 200."""
+    decoy, _ = make_decoy()
+    probe = CAPTURED["register-sv-noauth"]
+    statuses = []
+    for data in (probe, probe, CAPTURED["register-sv-auth"]):
+        resp = parse(decoy.handle(data, SOURCE) or b"")
+        assert isinstance(resp, Response)
+        statuses.append(resp.status)
+    assert statuses == [404, 401, 200]

@@ -24,14 +24,16 @@ def detector(**kw: int) -> WireDetector:
     return WireDetector(default_fingerprints(), WirePolicy(**kw))  # type: ignore[arg-type]
 
 
-def crack_round(det: WireDetector, i: int, now: float, src: bytes = ATK) -> list:
+def crack_round(
+    det: WireDetector, i: int, now: float, src: bytes = ATK, ua: str = "friendly-scanner"
+) -> list:
     """One svcrack password try: REGISTER, 401 challenge, REGISTER with credentials, 403."""
     cid, nonce = f"c{i}", f"n{i}"
-    evs = det.packet(src, 5062, PBX, 5060, register("1001", cid, 1), now=now)
+    evs = det.packet(src, 5062, PBX, 5060, register("1001", cid, 1, ua=ua), now=now)
     evs += det.packet(
         PBX, 5060, src, 5062, response(401, "Unauthorized", "1001", cid, 1, nonce=nonce), now=now
     )
-    evs += det.packet(src, 5062, PBX, 5060, register("1001", cid, 2, nonce=nonce), now=now)
+    evs += det.packet(src, 5062, PBX, 5060, register("1001", cid, 2, nonce=nonce, ua=ua), now=now)
     evs += det.packet(PBX, 5060, src, 5062, response(403, "Forbidden", "1001", cid, 2), now=now)
     return evs
 
@@ -39,8 +41,8 @@ def crack_round(det: WireDetector, i: int, now: float, src: bytes = ATK) -> list
 def test_failed_credentials_after_our_challenge_are_verified() -> None:
     det, verdicts = detector(), Verdicts()
     levels = []
-    for i in range(10):
-        for ev in crack_round(det, i, 1000.0 + i):
+    for i in range(10):  # a cracker that hides its User-Agent
+        for ev in crack_round(det, i, 1000.0 + i, ua="Yealink SIP-T46S 66.86.0.15"):
             verdicts.feed(ev)
         levels.append(verdicts.level(ipaddress.ip_address(ATK)))
     evs = crack_round(det, 99, 1100.0)
@@ -53,6 +55,54 @@ def test_failed_credentials_after_our_challenge_are_verified() -> None:
     assert levels[0] == Level.SUSPECT
     assert Level.ATTACKER in levels[:10]
     assert levels.index(Level.ATTACKER) == 4  # the fifth credentialed failure
+
+
+def test_a_scanner_user_agent_counts_once_a_failed_login_proved_the_address() -> None:
+    det, verdicts = detector(), Verdicts()
+    flags = [verdicts.feed(ev) for ev in crack_round(det, 0, 1000.0)]
+    assert [f.level for f in flags if f is not None] == [Level.WATCH, Level.ATTACKER]
+
+
+def test_a_flooder_that_ignores_challenges_is_probed_not_flagged() -> None:
+    """The write-up's flooder: the same unauthenticated REGISTER, every answer a 401."""
+    det, verdicts = detector(), Verdicts()
+    flags = []
+    for i in range(6):
+        now = 1000.0 + i * 0.02
+        evs = det.packet(ATK, 5182, PBX, 5060, register("2011", "fixed", 1), now=now)
+        flags += [verdicts.feed(ev) for ev in evs]
+        chal = response(401, "Unauthorized", "2011", "fixed", 1, nonce=f"n{i}")
+        for ev in det.packet(PBX, 5060, ATK, 5182, chal, now=now):
+            assert ev.kind is EventKind.CHALLENGES_IGNORED
+            flags.append(verdicts.feed(ev))
+    probes = [f for f in flags if f is not None and f.probe]
+    assert len(probes) == 1  # at the fourth ignored challenge: User-Agent 2 + ignored 2
+    assert probes[0].event.kind is EventKind.CHALLENGES_IGNORED
+    assert probes[0].level == Level.WATCH
+    assert verdicts.level(ipaddress.ip_address(ATK)) == Level.WATCH
+
+
+def test_a_customer_whose_login_succeeded_is_not_probed_by_forged_packets() -> None:
+    det, verdicts = detector(), Verdicts()
+    cid, nonce = "cust", "n-cust"
+    evs = det.packet(BYSTANDER, 5060, PBX, 5060, register("1001", cid, 1, ua="Yealink"), now=1.0)
+    evs += det.packet(
+        PBX, 5060, BYSTANDER, 5060, response(401, "U", "1001", cid, 1, nonce=nonce), now=1.0
+    )
+    # sipp's order: cnonce before nonce (a regex for nonce= once matched the cnonce)
+    auth = register("1001", cid, 2, nonce=nonce, ua="Yealink")
+    auth = auth.replace(b'nonce="', b'cnonce="0a4f113b",nonce="', 1)
+    evs += det.packet(BYSTANDER, 5060, PBX, 5060, auth, now=1.1)
+    evs += det.packet(PBX, 5060, BYSTANDER, 5060, response(200, "OK", "1001", cid, 2), now=1.1)
+    assert [e.kind for e in evs] == [EventKind.AUTH_SUCCEEDED]
+    for ev in evs:
+        verdicts.feed(ev)
+    flags = []
+    for i in range(300):  # forged "from" the customer: scanner UA, enumeration, a flood
+        evs = det.packet(BYSTANDER, 5060, PBX, 5060, invite(str(i), f"i{i}"), now=2.0)
+        flags += [verdicts.feed(ev) for ev in evs]
+    assert [f for f in flags if f is not None] == []
+    assert verdicts.trusted(ipaddress.ip_address(BYSTANDER), 3.0)
 
 
 def test_credentials_with_a_nonce_never_sent_to_that_address_prove_nothing() -> None:

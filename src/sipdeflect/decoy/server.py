@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from sipdeflect.decoy import fastpath
 from sipdeflect.decoy.events import DecoyEvent, Hub, Summary
 from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_RECVPKTINFO, Guard
-from sipdeflect.decoy.strategy import Persona, answer_headers, aor_key, decide_fields
+from sipdeflect.decoy.strategy import (
+    INVITE_CHALLENGED,
+    Persona,
+    answer_headers,
+    aor_key,
+    decide_fields,
+    untagged,
+)
 from sipdeflect.errors import SipParseError
 from sipdeflect.sip.message import Request
 from sipdeflect.sip.parse import parse
@@ -123,6 +130,8 @@ class Decoy:
                     self._drop(data, src, refusal, transport)
                     return None
             extra = answer_headers(ans, index, self.persona, now)
+            if ans.drop_from_tag:
+                index = {**index, "from": untagged(index.get("from", b""))}
             out = fastpath.build(index, vias, ans.status, src, extra, clean=clean)
             smaller = ans.smaller
             if udp and len(out) > len(data):
@@ -137,6 +146,8 @@ class Decoy:
                     return None
             if ans.remember:
                 st.challenged = aor_key(index)
+            elif ans.remember_invite:
+                st.challenged = INVITE_CHALLENGED
             elif ans.forget:
                 st.challenged = 0
             st.closed = ans.closes

@@ -47,6 +47,8 @@ class Answer:
     why: str = ""
     smaller: Answer | None = None  # sent instead when this one would outgrow the request
     forget: bool = False  # the source answered our challenge: no longer a repeat offender
+    drop_from_tag: bool = False  # answer with the From tag removed (svwar cannot decode it)
+    remember_invite: bool = False  # remember INVITE_CHALLENGED: this source had a 407
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ SILENT_ACK = Answer("ack", None, why="RFC 3261 17.2.1: an ACK is never answered"
 SVCRACK_404 = Answer(
     "svcrack-probe-404",
     404,
+    remember=True,
     closes=True,
     why="svcrack: 404 to its first probe = 'User not found': stops, reports nothing",
 )
@@ -102,8 +105,16 @@ INVITE_CHALLENGE = Answer(
     "invite-challenge-407",
     407,
     challenge="proxy",
+    remember_invite=True,
     why="a challenge: svwar -m INVITE aborts on it (its first extension is random)",
     smaller=FORBIDDEN,
+)
+INVITE_RESCAN = Answer(
+    "invite-rescan-404",
+    404,
+    closes=True,
+    drop_from_tag=True,
+    why="svwar deflected mid-scan: a From tag it cannot decode (getTag) sets nomore: it stops",
 )
 INVITE_REFUSED = Answer(
     "invite-forbidden-403", 403, closes=True, why="credentials never place a call here"
@@ -125,15 +136,25 @@ NOT_IMPLEMENTED = Answer(
 # The strategy. Read top to bottom; docs/decoy.md shows it as scanner -> answer -> why.
 TABLE: tuple[Row, ...] = (
     Row(_m("ACK"), None, None, None, SILENT_ACK),
+    # svcrack deflected mid-crack sends its probe-tagged REGISTER again after the 404 (it
+    # only checks for one before cracking): challenge it, so it answers and gets its 200.
+    Row(_m("REGISTER", "OPTIONS"), False, True, True, CHALLENGE),
     Row(None, False, True, None, SVCRACK_404),
     Row(_m("REGISTER", "OPTIONS"), True, None, None, ACCEPT),
     Row(_m("REGISTER", "OPTIONS"), False, None, True, REPEAT_200),
     Row(_m("REGISTER", "OPTIONS"), False, None, False, CHALLENGE),
     Row(_m("INVITE"), True, None, None, INVITE_REFUSED),
+    Row(_m("INVITE"), False, None, True, INVITE_RESCAN),
     Row(_m("INVITE"), False, None, None, INVITE_CHALLENGE),
     Row(_m("CANCEL", "BYE"), None, None, None, NO_TRANSACTION),
     Row(_m("OTHER"), None, None, None, NOT_ALLOWED),
     Row(_m("UNKNOWN"), None, None, None, NOT_IMPLEMENTED),
+)
+
+
+# Answers meant to end the scan: a source that falls silent right after one received it.
+CLOSING = frozenset(row.answer.name for row in TABLE if row.answer.closes) | frozenset(
+    a.name for row in TABLE if (a := row.answer.smaller) is not None and a.closes
 )
 
 
@@ -170,6 +191,9 @@ class Persona:
 Index = Mapping[str, bytes]  # canonical header name -> first value (Headers.index)
 
 
+INVITE_CHALLENGED = -1  # the remembered key after a 407 to an INVITE (aor_key is >= 1)
+
+
 def aor_key(index: Index) -> int:
     """A small key for the request's target AOR (its raw To value) to spot repeats."""
     return zlib.crc32(index.get("to", b"")) or 1
@@ -179,8 +203,13 @@ def features(method: str, index: Index, challenged: int) -> tuple[str, bool, boo
     """The table's inputs. ``challenged`` is the AOR key this source was last challenged for."""
     auth = "authorization" in index or "proxy-authorization" in index
     probe = SVCRACK_PROBE_TAG in index.get("from", b"")
-    repeat = challenged != 0 and challenged == aor_key(index)
-    return (_METHOD_CLASS.get(method, "UNKNOWN"), auth, probe, repeat)
+    cls = _METHOD_CLASS.get(method, "UNKNOWN")
+    # For INVITE any earlier INVITE challenge counts: svwar moves on to the next extension.
+    if cls == "INVITE":
+        repeat = challenged == INVITE_CHALLENGED
+    else:
+        repeat = challenged != 0 and challenged == aor_key(index)
+    return (cls, auth, probe, repeat)
 
 
 def decide_fields(method: str, index: Index, challenged: int) -> Answer:
@@ -191,6 +220,14 @@ def decide_fields(method: str, index: Index, challenged: int) -> Answer:
 def decide(request: Request, challenged: int) -> Answer:
     """The answer for ``request`` given what we know of its source."""
     return _COMPILED[features(request.method, request.headers.index, challenged)]
+
+
+def untagged(value: bytes) -> bytes:
+    """A From value without its tag parameter (for INVITE_RESCAN)."""
+    head, sep, rest = value.partition(b">")
+    params = rest if sep else head
+    kept = b";".join(p for p in params.split(b";") if not p.strip().lower().startswith(b"tag="))
+    return head + sep + kept if sep else kept
 
 
 def nonce_for(index: Index, now: float) -> str:

@@ -33,6 +33,12 @@ class EventKind(StrEnum):
     REQUEST_FLOOD = "request_flood"  # request rate above the policy's threshold
     ENUMERATION = "enumeration"  # many distinct accounts/extensions tried
     SCANNER_USER_AGENT = "scanner_user_agent"  # User-Agent matches fingerprints.toml
+    # The source kept sending requests without credentials after being challenged: the
+    # write-up's flooder (a legitimate client answers the challenge with credentials).
+    CHALLENGES_IGNORED = "challenges_ignored"
+    # Credentials that answered our challenge were accepted (2xx): a customer, proven to
+    # be at this address. Not evidence against anyone: forgeable evidence is then ignored.
+    AUTH_SUCCEEDED = "auth_succeeded"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,15 @@
 # (EVIDENCE table): CREDENTIALED (credentials answered the PBX's own challenge and failed:
 # a spoofer never sees the challenge, so it cannot produce this), PROVEN (misbehaviour
 # from an address proven by TCP or a challenge round trip), UNPROVEN (anything a forged
-# UDP source could cause). A source reaches the highest level whose rule is met within
-# the sliding window (RULES). By default nothing UNPROVEN lifts a source above "watch", so
-# forged packets cannot get a bystander deflected. Memory: a capped table of sources
-# (watch-level ones are forgotten first).
+# UDP source could cause), each with a weight (WEIGHTS). A source reaches the highest level
+# whose rule is met within the sliding window (RULES). Nothing UNPROVEN alone lifts a source
+# above "watch", so forged packets cannot get a bystander flagged. Enough UNPROVEN weight
+# in a minute (PROBE) asks the engine for a *probe* instead: a short deflect to the decoy
+# that only becomes a block if the source proves it is listening by quitting on the decoy's
+# answer (engine.py). A source whose credentials the PBX accepted (AUTH_SUCCEEDED) is a
+# customer: for `trust_for` its UNPROVEN evidence is ignored, so nobody can get a phone
+# that logs in probed or flagged by forging packets from its address.
+# Memory: a capped table of sources (watch-level ones are forgotten first).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
@@ -32,6 +37,7 @@ _ABUSE = (
     EventKind.REQUEST_FLOOD,
     EventKind.ENUMERATION,
     EventKind.SCANNER_USER_AGENT,
+    EventKind.CHALLENGES_IGNORED,
 )
 # (kind, verified) -> evidence class. Kinds absent here (challenge_sent, request_seen) are
 # context for detectors, not evidence against a source.
@@ -45,16 +51,33 @@ EVIDENCE: dict[tuple[EventKind, bool], Evidence] = {
 }
 
 
+# Weight of one event: how much evidence of its class it counts as. A scanner's
+# User-Agent or a burst of ignored challenges say more than one 404.
+WEIGHTS: dict[EventKind, int] = {
+    EventKind.SCANNER_USER_AGENT: 2,
+    EventKind.ENUMERATION: 2,
+    EventKind.CHALLENGES_IGNORED: 2,
+    EventKind.REQUEST_FLOOD: 4,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class LevelRule:
     level: Level
-    needs: Mapping[Evidence, int]  # at least this many of each, within the window
+    needs: Mapping[Evidence, int]  # at least this much of each (weighted), within the window
     reason: str
 
 
 # Checked in order; the first rule met gives the level. Highest levels first.
 RULES: tuple[LevelRule, ...] = (
     LevelRule(Level.ATTACKER, {Evidence.CREDENTIALED: 5}, "5 failed logins after a challenge"),
+    # The failed login proves the address is the sender's (it saw our challenge), so the
+    # scanner traits it showed before (User-Agent, ignored challenges) are its own too.
+    LevelRule(
+        Level.ATTACKER,
+        {Evidence.CREDENTIALED: 1, Evidence.UNPROVEN: 2},
+        "a failed login after a challenge, from a scanner",
+    ),
     LevelRule(
         Level.ATTACKER,
         {Evidence.CREDENTIALED: 2, Evidence.PROVEN: 3},
@@ -72,30 +95,50 @@ class Policy:
     window: float = 600.0  # seconds of evidence that count
     rules: tuple[LevelRule, ...] = RULES
     evidence: Mapping[tuple[EventKind, bool], Evidence] = field(default_factory=lambda: EVIDENCE)
+    weights: Mapping[EventKind, int] = field(default_factory=lambda: WEIGHTS)
     max_sources: int = 20_000  # sources remembered (~700 B each); watch-level forgotten first
+    # UNPROVEN weight within probe_window that asks for a probe (0: never probe). The
+    # defaults catch the write-up's flooder and svwar -m INVITE within a few packets.
+    probe_at: int = 4
+    probe_window: float = 60.0
+    trust_for: float = 86_400.0  # a login accepted by the PBX shields a source this long
 
     def keep(self) -> dict[Evidence, int]:
-        """How many timestamps per evidence class the rules can ever need."""
+        """How many timestamps per evidence class the rules (and the probe) can need."""
         out: dict[Evidence, int] = {}
         for rule in self.rules:
             for ev, n in rule.needs.items():
                 out[ev] = max(out.get(ev, 0), n)
+        if self.probe_at:
+            out[Evidence.UNPROVEN] = max(out.get(Evidence.UNPROVEN, 0), self.probe_at)
         return out
 
 
 @dataclass(frozen=True, slots=True)
 class Flag:
-    """A source rose to ``level`` at ``time`` because of ``reason`` (the last event)."""
+    """A source rose to ``level`` at ``time`` because of ``reason`` (the last event), or,
+    with ``probe``, gathered enough forgeable evidence to be worth a probe (level unchanged)."""
 
     source: Address
     level: Level
     time: float  # epoch seconds
     reason: str
     event: Event
+    probe: bool = False
 
 
 class _State:
-    __slots__ = ("counts", "first", "last", "level", "reason", "since", "times")
+    __slots__ = (
+        "counts",
+        "first",
+        "last",
+        "level",
+        "probed",
+        "reason",
+        "since",
+        "times",
+        "trusted_until",
+    )
 
     def __init__(self, now: float) -> None:
         self.times: dict[Evidence, list[float]] = {}
@@ -105,6 +148,8 @@ class _State:
         self.first = now
         self.last = now
         self.reason = ""
+        self.trusted_until = 0.0
+        self.probed = float("-inf")  # when the last probe was asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,20 +165,29 @@ class Summary:
 
 class Verdicts:
     def __init__(self, policy: Policy | None = None) -> None:
-        self.policy = policy or Policy()
-        self._keep = self.policy.keep()
-        # The highest level a rule that counts each evidence class can give: more of that
-        # class cannot lift a source already there (only other rules could, unchanged).
-        self._cap: dict[Evidence, Level] = {}
-        for rule in self.policy.rules:
-            for cls in rule.needs:
-                self._cap[cls] = max(self._cap.get(cls, Level.NONE), rule.level)
+        self.retune(policy or Policy())
         self._state: dict[Address, _State] = {}
         self.forgotten = 0
 
+    def retune(self, policy: Policy) -> None:
+        """Use ``policy`` from now on (SIGHUP); what each source did so far is kept."""
+        self.policy = policy
+        self._keep = policy.keep()
+        # The highest level a rule that counts each evidence class can give: more of that
+        # class cannot lift a source already there (only other rules could, unchanged).
+        self._cap: dict[Evidence, Level] = {}
+        for rule in policy.rules:
+            for cls in rule.needs:
+                self._cap[cls] = max(self._cap.get(cls, Level.NONE), rule.level)
+
     def feed(self, ev: Event) -> Flag | None:
-        """Account one event; a Flag when its source reaches a higher level."""
-        cls = self.policy.evidence.get((ev.kind, ev.verified))
+        """Account one event; a Flag when its source reaches a higher level (or, once per
+        probe window, enough forgeable evidence for a probe)."""
+        p = self.policy
+        if ev.kind is EventKind.AUTH_SUCCEEDED and ev.verified:
+            self._trust(ev)
+            return None
+        cls = p.evidence.get((ev.kind, ev.verified))
         if cls is None:
             return None
         now = ev.time.timestamp()
@@ -144,15 +198,19 @@ class Verdicts:
         st.last = max(st.last, now)
         counts = st.counts
         counts[ev.kind] = counts.get(ev.kind, 0) + 1
-        if st.level >= self._cap.get(cls, Level.NONE):
+        if cls is Evidence.UNPROVEN and now < st.trusted_until:
+            return None  # a customer the PBX let in: forged packets cannot touch it
+        probing = cls is Evidence.UNPROVEN and p.probe_at > 0 and st.level < Level.SUSPECT
+        if st.level >= self._cap.get(cls, Level.NONE) and not probing:
             return None  # more of this evidence cannot lift it (nor is it kept)
         times = st.times.get(cls)
         if times is None:
             times = st.times[cls] = []
-        times.append(now)
-        if len(times) > self._keep.get(cls, 1):
-            del times[0]
-        horizon = now - self.policy.window
+        times.extend([now] * p.weights.get(ev.kind, 1))
+        keep = self._keep.get(cls, 1)
+        if len(times) > keep:
+            del times[: len(times) - keep]
+        horizon = now - p.window
         for ts in st.times.values():
             while ts and ts[0] <= horizon:
                 del ts[0]
@@ -160,7 +218,26 @@ class Verdicts:
         if level > st.level:
             st.level, st.since, st.reason = level, now, reason
             return Flag(ev.source, level, now, reason, ev)
+        if probing and now - st.probed >= p.probe_window:
+            recent = sum(1 for t in times if t > now - p.probe_window)
+            if recent >= p.probe_at:
+                st.probed = now
+                why = f"forgeable evidence (weight {recent} in {p.probe_window:g}s): probe"
+                return Flag(ev.source, st.level, now, why, ev, probe=True)
         return None
+
+    def _trust(self, ev: Event) -> None:
+        now = ev.time.timestamp()
+        st = self._state.get(ev.source)
+        if st is None:
+            self._bound()
+            st = self._state[ev.source] = _State(now)
+        st.trusted_until = max(st.trusted_until, now + self.policy.trust_for)
+        st.times.pop(Evidence.UNPROVEN, None)  # what was forged before counts for nothing
+
+    def trusted(self, source: Address, now: float) -> bool:
+        st = self._state.get(source)
+        return st is not None and now < st.trusted_until
 
     def _level(self, st: _State) -> tuple[Level, str]:
         counts = {cls: len(ts) for cls, ts in st.times.items()}
@@ -180,8 +257,8 @@ class Verdicts:
         for i, (addr, st) in enumerate(self._state.items()):
             if victim is None:
                 victim = addr
-            if st.level <= Level.WATCH:
-                victim = addr
+            if st.level <= Level.WATCH and not st.trusted_until:
+                victim = addr  # (a customer's trust is kept: it shields it from forgery)
                 break
             if i >= 64:
                 break

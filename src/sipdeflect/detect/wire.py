@@ -4,7 +4,8 @@
 # request whose Authorization nonce matches a challenge we saw the PBX send to that same
 # address (and to no other), then answered 401/403/407, is AUTH_FAILED_WITH_CREDENTIALS,
 # verified.
-# Everything else (rate, enumeration, scanner User-Agent, 404s) is verified only over TCP.
+# Everything else (rate, enumeration, scanner User-Agent, 404s, challenges ignored) is
+# verified only over TCP. A 2xx to such credentials is AUTH_SUCCEEDED (a proven customer).
 #
 # Memory bound: three dicts capped by count (sources, challenges, pending credentialed
 # requests), each an LRU (dict order = recency; touch = pop + re-insert; evict = the first
@@ -32,6 +33,10 @@ class WirePolicy:
     bucket: float = 10.0  # seconds per rate bucket
     flood_requests: int = 50  # requests from one source in one bucket = a flood
     enumeration_step: int = 10  # every this many distinct accounts/extensions: an event
+    # Challenges the PBX sent a source in one bucket that it did not answer with
+    # credentials: at this many, an event (and again after as many more). A phone answers
+    # each challenge at once; the write-up's flooder never does.
+    ignored_challenges: int = 4
     max_accounts: int = 64  # distinct accounts remembered per source
     max_sources: int = 32_768  # ~200 B each with the key
     max_challenges: int = 32_768  # ~250 B each; under a 1M-source/min flood ~2 s of history
@@ -47,7 +52,15 @@ class _Src:
     """Per-source features, kept small (about 200 bytes with its key): a flood of spoofed
     sources creates one per address. The account set is created at the second account."""
 
-    __slots__ = ("account", "accounts", "bucket_start", "count", "methods", "ua_done")
+    __slots__ = (
+        "account",
+        "accounts",
+        "bucket_start",
+        "count",
+        "methods",
+        "ua_done",
+        "unanswered",
+    )
 
     def __init__(self, now: float) -> None:
         self.bucket_start = now
@@ -56,6 +69,7 @@ class _Src:
         self.account: str | None = None  # the first account tried
         self.accounts: set[str] | None = None  # every distinct one, from the second on
         self.ua_done = False
+        self.unanswered = 0  # challenges sent to it this bucket, not answered with credentials
 
     def distinct(self, account: str, cap: int) -> int:
         """Record an account; how many distinct ones so far (0: nothing new)."""
@@ -73,7 +87,8 @@ class _Src:
         return len(self.accounts)
 
 
-_NONCE = re.compile(rb'nonce\s*=\s*"([^"]{1,256})"', re.I)
+# Not cnonce (sipp, like many phones, sends cnonce= before nonce=).
+_NONCE = re.compile(rb'(?<![\w-])nonce\s*=\s*"([^"]{1,256})"', re.I)
 _USERNAME = re.compile(rb'username\s*=\s*"([^"]{0,128})"', re.I)
 _RESPONSE_STATUS = frozenset({401, 403, 407})
 
@@ -140,7 +155,7 @@ class WireDetector:
                 self.stats["evicted"] += 1
         self.sources[src] = st
         if now - st.bucket_start >= p.bucket:
-            st.bucket_start, st.count = now, 0
+            st.bucket_start, st.count, st.unanswered = now, 0, 0
             st.methods = [0, 0, 0, 0]
         st.count += 1
         st.methods[_METHODS.get(msg.method, 3)] += 1
@@ -194,6 +209,7 @@ class WireDetector:
             if m is not None:
                 seen = self.challenges.get(m.group(1))
                 if seen is not None and seen[0] == src and now - seen[1] <= p.nonce_ttl:
+                    st.unanswered = max(0, st.unanswered - 1)
                     u = _USERNAME.search(auth)
                     user = clean(u.group(1).decode("utf-8", "replace")) if u else ""
                     key = (src, sport, msg.headers.get("call-id") or b"", _cseq(msg))
@@ -236,6 +252,9 @@ class WireDetector:
                         del self.challenges[next(iter(self.challenges))]
                     same = before is not None and before[0] == dst
                     self.challenges[nonce] = (dst, now) if same else None
+                    ignored = self._challenged(dst, dport, now, tcp)
+                    if ignored is not None:
+                        out.append(ignored)
         elif status == 404:
             kind = (
                 EventKind.UNKNOWN_EXTENSION
@@ -245,8 +264,41 @@ class WireDetector:
             user = _user(msg.headers.get("to"))
             out.append(self._event(kind, dst, dport, user, now, tcp, f"404 {clean(msg.reason)}"))
         elif 200 <= status < 300:
-            self.pending.pop(key, None)
+            pend = self.pending.pop(key, None)
+            if pend is not None:
+                out.append(
+                    Event(
+                        _time(now),
+                        EventKind.AUTH_SUCCEEDED,
+                        _addr(dst),
+                        dport,
+                        pend[0],
+                        "wire",
+                        f"{status} {clean(msg.reason)} to credentials that answered our challenge",
+                        True,
+                    )
+                )
         return out
+
+    def _challenged(self, dst: bytes, dport: int, now: float, tcp: bool) -> Event | None:
+        """The PBX challenged ``dst``; an event when it has ignored enough challenges."""
+        st = self.sources.get(dst)  # only sources we saw sending: never created here
+        if st is None or now - st.bucket_start >= self.policy.bucket:
+            return None
+        st.unanswered += 1
+        n = self.policy.ignored_challenges
+        if st.unanswered < n:
+            return None
+        st.unanswered = 0
+        return self._event(
+            EventKind.CHALLENGES_IGNORED,
+            dst,
+            dport,
+            st.account,
+            now,
+            tcp,
+            f"{n} challenges not answered with credentials within {self.policy.bucket:g}s",
+        )
 
     def _event(  # noqa: PLR0917 - private helper, every argument is needed
         self,

@@ -32,6 +32,9 @@ class Runner:
     timeout: float = 120.0
     path: str | None = None  # PATH used to find binaries (None: the process's PATH)
     log: list[list[str]] | None = field(default=None, compare=False)
+    # Run `nft -f -` scripts through libnftables in this process when it loads (the
+    # daemon: a decision reaches the kernel in under a millisecond, not ~20 ms).
+    inproc: bool = False
 
     def require(self, binary: str) -> str:
         found = shutil.which(binary, path=self.path)
@@ -45,6 +48,11 @@ class Runner:
     ) -> str:
         if self.log is not None:
             self.log.append(list(argv))
+        if self.inproc and self.netns is None and list(argv) == ["nft", "-f", "-"]:
+            from sipdeflect.firewall import libnft  # noqa: PLC0415 - only when asked for
+
+            if libnft.available():
+                return libnft.run(input_ or "")
         head = [self.require("ip"), "netns", "exec", self.netns] if self.netns else []
         full = [*head, self.require(argv[0]), *argv[1:]]
         env = {**os.environ, "PATH": self.path} if self.path is not None else None

@@ -4,12 +4,15 @@
 # either end. Done over ctnetlink with pyroute2 (one dump, then one delete message per
 # matching entry; no process per address), inside the runner's namespace when set. The
 # dump comes first: the table is usually small, and when it is empty a million targets
-# cost nothing.
+# cost nothing. Sockets are kept open per thread, namespace and family: making and
+# closing pyroute2's sockets was ~12 ms of each flush, the flush ~0.5 ms.
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterable
 
 from pyroute2 import Conntrack
@@ -47,26 +50,45 @@ def _doomed_addresses(targets: Iterable[Network], present: set[str]) -> set[str]
     return doomed
 
 
+_open: dict[tuple[int, str | None, int], Conntrack] = {}
+
+
 def _sock(netns: str | None, family: int) -> Conntrack:
-    kwargs: dict[str, object] = {"nfgen_family": family}
-    if netns:
-        kwargs["netns"] = netns
-    return Conntrack(**kwargs)
+    """A conntrack socket for this thread (pyroute2 sockets are not shared across threads)."""
+    key = (threading.get_ident(), netns, family)
+    sock = _open.get(key)
+    if sock is None:
+        kwargs: dict[str, object] = {"nfgen_family": family}
+        if netns:
+            kwargs["netns"] = netns
+        sock = _open[key] = Conntrack(**kwargs)
+    return sock
+
+
+def _discard(netns: str | None, family: int) -> None:
+    sock = _open.pop((threading.get_ident(), netns, family), None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def close_all() -> None:
+    """Close this thread's cached sockets (tests, and a namespace about to go away)."""
+    for key in [k for k in _open if k[0] == threading.get_ident()]:
+        _discard(key[1], key[2])
 
 
 def flush_flows(targets: Iterable[Network], netns: str | None = None) -> int:
     """Delete conntrack entries to or from any target; returns how many were deleted."""
     try:
-        dump = _sock(netns, socket.AF_UNSPEC)
-        try:
-            entries = list(dump.dump_entries())
-        finally:
-            dump.close()
+        entries = list(_sock(netns, socket.AF_UNSPEC).dump_entries())
     except NetlinkError as exc:
+        _discard(netns, socket.AF_UNSPEC)
         if exc.code in _IGNORED:  # conntrack not loaded: there are no flows to forget
             return 0
         raise FirewallError(f"conntrack dump failed: {exc}") from None
     except OSError as exc:
+        _discard(netns, socket.AF_UNSPEC)
         raise FirewallError(f"conntrack netlink socket: {exc.strerror or exc}") from None
     if not entries:
         return 0
@@ -74,19 +96,16 @@ def flush_flows(targets: Iterable[Network], netns: str | None = None) -> int:
     gone = _doomed_addresses(targets, present)
     doomed = [e for e in entries if e.tuple_orig.saddr in gone or e.tuple_orig.daddr in gone]
     deleted = 0
-    socks: dict[int, Conntrack] = {}
-    try:
-        for entry in doomed:
-            fam = socket.AF_INET6 if ":" in entry.tuple_orig.saddr else socket.AF_INET
-            if fam not in socks:
-                socks[fam] = _sock(netns, fam)
-            try:
-                socks[fam].delete(entry)
-                deleted += 1
-            except NetlinkError as exc:
-                if exc.code != errno.ENOENT:  # already gone: fine
-                    raise FirewallError(f"conntrack delete failed: {exc}") from None
-    finally:
-        for s in socks.values():
-            s.close()
+    for entry in doomed:
+        fam = socket.AF_INET6 if ":" in entry.tuple_orig.saddr else socket.AF_INET
+        try:
+            _sock(netns, fam).delete(entry)
+            deleted += 1
+        except NetlinkError as exc:
+            if exc.code != errno.ENOENT:  # already gone: fine
+                _discard(netns, fam)
+                raise FirewallError(f"conntrack delete failed: {exc}") from None
+        except OSError as exc:
+            _discard(netns, fam)
+            raise FirewallError(f"conntrack netlink socket: {exc.strerror or exc}") from None
     return deleted

@@ -293,12 +293,14 @@ class NftablesBackend:
     def apply(self, plan: Plan) -> None:
         needs_table = any(isinstance(op, Put | Remove) for op in plan.ops)
         sets_up = any(isinstance(op, Setup) for op in plan.ops)
-        if needs_table and not sets_up and not self.installed():
-            raise FirewallError(
-                f"nftables table {FAMILY} {self.settings.table} is missing; "
-                "run `sipdeflect firewall setup` first"
-            )
-        present = self._present(interval_sets_touched(plan)) if needs_table else {}
+        missing = FirewallError(
+            f"nftables table {FAMILY} {self.settings.table} is missing; "
+            "run `sipdeflect firewall setup` first"
+        )
+        touched = interval_sets_touched(plan) if needs_table else set()
+        if touched and not sets_up and not self.installed():
+            raise missing
+        present = self._present(touched)
         # Structure first (JSON), then every element change as one nft script: each is
         # one transaction; a plan mixing both (setup + restore) is applied as two.
         doc = batch(plan)
@@ -306,7 +308,13 @@ class NftablesBackend:
             self._nft_json(doc)
         script = element_script(plan, self.settings.table, present)
         if script:
-            self.runner.run(["nft", "-f", "-"], input_=script)
+            try:
+                self.runner.run(["nft", "-f", "-"], input_=script)
+            except FirewallError:
+                # Only now ask whether the table is there: one process less per decision.
+                if needs_table and not sets_up and not self.installed():
+                    raise missing from None
+                raise
         for op in plan.ops:
             if isinstance(op, FlushFlows):
                 conntrack.flush_flows(op.targets, self.runner.netns)
