@@ -204,3 +204,17 @@ def test_proof_during_a_probe_makes_it_a_deflect_and_protected_ones_are_never_pr
     assert eng.sources[A].offences == 1
     assert eng.probe(address("198.51.100.20"), "forged", T0) == []
     assert eng.probe(address("127.0.0.1"), "forged", T0) == []
+
+
+def test_a_short_forged_burst_that_ends_after_the_answer_proves_nothing() -> None:
+    """A spoofer's burst may end right after the decoy's answer by chance, but it does not
+    stop *on* the answer: dozens of packets follow it, a real quitter's in-flight few."""
+    p = Policy()
+    eng = Engine(p)
+    eng.probe(A, "forgeable evidence", T0)
+    eng.decoy_seen(A, T0 + 0.01, closes=True)
+    for i in range(50):
+        eng.decoy_seen(A, T0 + 0.012 + i * 0.002)
+    assert eng.tick(T0 + p.probe_quiet + 0.2) == []
+    (r,) = eng.tick(T0 + p.probe_for)
+    assert r.action is Action.RELEASE

@@ -45,10 +45,12 @@ def _root(
 
 
 def _register_commands() -> None:
-    # Each module in sipdeflect.commands exposes register(app).
+    # Each command module in sipdeflect.commands exposes register(app); helpers do not.
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(app)
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
 
 
 _register_commands()

@@ -61,6 +61,11 @@ class Decoy(_Section):
         description="replies per second to one destination (0: unlimited); "
         "caps what spoofed requests can bounce at a victim",
     )
+    pcap: str = Field(
+        "",
+        description="also write every message the decoy receives to this pcap file "
+        "(Wireshark, tshark, sngrep); empty: off",
+    )
 
 
 class Firewall(_Section):

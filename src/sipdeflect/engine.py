@@ -67,7 +67,8 @@ class Policy:
     max_sources: int = 100_000  # records kept; least recently seen watched ones go first
     probe_for: float = 10.0  # a probe lasts at most this long
     probe_quiet: float = 2.0  # silence after the decoy's closing answer that proves it quit
-    probe_grace: float = 0.5  # packets already in flight after that answer still count
+    probe_grace: float = 0.5  # packets already in flight after that answer still count...
+    probe_after: int = 4  # ...up to this many (a short forged burst sends many more)
     probe_every: float = 3600.0  # at most one probe per source this often
 
     def block_ttl(self, address: Address, offences: int) -> float:
@@ -97,6 +98,7 @@ class Source:
     reasons: list[str] = field(default_factory=list)  # newest last, at most 8
     closed_at: float | None = None  # first decoy answer (in this state) meant to end its scan
     probed_at: float | None = None  # last probe started
+    after_close: int = 0  # decoy packets since closed_at
 
     def note(self, reason: str) -> None:
         if not self.reasons or self.reasons[-1] != reason:
@@ -178,7 +180,9 @@ class Engine:
         if src is not None:
             src.last_decoy = now
             src.last_seen = now
-            if closes and src.closed_at is None:
+            if src.closed_at is not None:
+                src.after_close += 1
+            elif closes:
                 src.closed_at = now  # the first one: whatever it sends after that counts
 
     def tick(self, now: float) -> list[Decision]:
@@ -199,12 +203,13 @@ class Engine:
                     last is not None
                     and closed is not None
                     and last - closed <= p.probe_grace
+                    and src.after_close <= p.probe_after
                     and now - last >= p.probe_quiet
                 ):
                     why = "quit on the decoy's answer: it was listening, so it is the sender"
                     out += self._fire(src, Trigger.QUIT, now, why)
                 elif now - src.since >= p.probe_for:
-                    why = "kept sending through the probe: no proof, left alone"
+                    why = "no sign it received the decoy's answer: left alone"
                     out += self._fire(src, Trigger.PROBE_TIMEOUT, now, why)
             elif src.state is State.BLOCKED and src.until is not None and now >= src.until:
                 out += self._fire(src, Trigger.EXPIRED, now, "block expired")
@@ -267,6 +272,7 @@ class Engine:
             return []  # e.g. already deflected or blocked: nothing new to do
         state, action = step
         src.state, src.since, src.last_decoy, src.closed_at = state, now, None, None
+        src.after_close = 0
         if trigger is Trigger.PROBE:
             src.probed_at = now
             src.until = now + self.policy.probe_for + self.policy.probe_quiet + 60.0

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Callable
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import dpkt
+
+from sipdeflect.decoy.events import DecoyEvent
 
 _MAC_A = b"\x02\x00\x00\x00\x00\x01"  # locally administered, never real hardware
 _MAC_B = b"\x02\x00\x00\x00\x00\x02"
@@ -16,9 +20,12 @@ _MAC_B = b"\x02\x00\x00\x00\x00\x02"
 class PcapSink:
     """Append SIP messages as packets to a pcap file (LINKTYPE_ETHERNET)."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, *, header: bool = True) -> None:
         self._out = out
-        self._writer = dpkt.pcap.Writer(out, linktype=dpkt.pcap.DLT_EN10MB)
+        # Appending to an existing capture (a restarted daemon): dpkt writes the file
+        # header in one write() at construction, which then goes nowhere.
+        target: Any = out if header else _SkipFirstWrite(out)
+        self._writer = dpkt.pcap.Writer(target, linktype=dpkt.pcap.DLT_EN10MB)
         self._seq: dict[tuple[str, int, str, int], int] = {}
         self.packets = 0
 
@@ -75,5 +82,42 @@ class PcapSink:
         self.close()
 
 
-def open_pcap(path: str) -> PcapSink:
-    return PcapSink(open(path, "wb"))  # the sink owns and closes the file
+class _SkipFirstWrite:
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._skipped = False
+
+    def write(self, data: bytes) -> int:
+        if not self._skipped:
+            self._skipped = True
+            return len(data)
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
+def open_pcap(path: str, *, append: bool = False) -> PcapSink:
+    """A pcap file to write; with ``append`` an existing non-empty one is continued."""
+    if append and os.path.exists(path) and os.path.getsize(path) > 0:
+        return PcapSink(open(path, "ab"), header=False)  # the sink owns the file
+    return PcapSink(open(path, "wb"))
+
+
+def decoy_sink(pcap: PcapSink, port: int) -> Callable[[DecoyEvent], None]:
+    """A decoy event sink writing each message the decoy received to ``pcap``. The decoy
+    listens on every address, so the destination is the unspecified address of the
+    source's family with the decoy's port; the source, time and bytes are exact."""
+
+    last_flush = [0.0]
+
+    def write(ev: DecoyEvent) -> None:
+        if not ev.raw:
+            return
+        dst = "::" if ":" in ev.source[0] else "0.0.0.0"  # noqa: S104 - a label, not a bind
+        pcap.write(ev.time, ev.source, (dst, port), ev.raw, ev.transport)
+        if ev.time - last_flush[0] >= 0.5:  # a kill -9 loses at most half a second
+            last_flush[0] = ev.time
+            pcap.flush()
+
+    return write

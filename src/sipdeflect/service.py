@@ -21,6 +21,7 @@ from sipdeflect.enforce import FirewallEnforcer
 from sipdeflect.firewall.backend import Runner, get_backend, own_addresses
 from sipdeflect.firewall.model import FirewallSettings
 from sipdeflect.firewall.plan import plan_setup
+from sipdeflect.pcapsink import decoy_sink, open_pcap
 from sipdeflect.sources.capture import open_capture, run_capture
 from sipdeflect.sources.data import default_fingerprints
 from sipdeflect.sources.follow import FileFollower
@@ -68,6 +69,10 @@ def run_decoy(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:
             loop.call_soon_threadsafe(daemon.decoy_event, ev)
 
         port = cfg.decoy.port
+        sinks: list[Callable[[DecoyEvent], None]] = [sink]
+        pcap = open_pcap(cfg.decoy.pcap, append=True) if cfg.decoy.pcap else None
+        if pcap is not None:
+            sinks.append(decoy_sink(pcap, port))
         running = await asyncio.to_thread(  # pyroute2 inside runs its own event loop
             runner.start,
             # All interfaces on purpose: nftables `redirect` delivers a deflected packet to
@@ -76,12 +81,14 @@ def run_decoy(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:
             budget=cfg.decoy.reply_budget,
             cap=65_536,
             persona=Persona(),
-            sinks=[sink],
+            sinks=sinks,
         )
         try:
             await asyncio.Event().wait()  # until cancelled by the supervisor's stop
         finally:
             running.stop()
+            if pcap is not None:
+                pcap.close()
 
     return run
 

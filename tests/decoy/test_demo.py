@@ -18,13 +18,13 @@ def test_demo_explains_in_one_line_when_it_cannot_build_a_lab(
         demo, "netns_unavailable", lambda: "needs root to create network namespaces"
     )
     with pytest.raises(UsageError, match="needs root") as err:
-        demo.run()
+        demo.run(decoy=False)
     assert "\n" not in str(err.value)
 
 
-def test_demo_runs_every_scanner_and_ends_with_the_table(netns_ok: None) -> None:
+def test_decoy_demo_runs_every_scanner_and_ends_with_the_table(netns_ok: None) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "sipdeflect", "demo"],
+        [sys.executable, "-m", "sipdeflect", "demo", "--decoy"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -65,12 +65,37 @@ def test_demo_cleans_up_on_ctrl_c(netns_ok: None) -> None:
     )
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
-    for line in proc.stdout:  # interrupt in the middle: while svmap waits for answers
-        if line.startswith("svmap") or time.monotonic() > deadline:
+    for line in proc.stdout:  # interrupt in the middle: while svwar runs against the PBX
+        if line.startswith("svwar") or time.monotonic() > deadline:
             break
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
     proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert leftover_namespaces(proc.pid) == []
-    left = subprocess.run(["pgrep", "-f", "sipvicious_svmap"], capture_output=True, check=False)
-    assert left.stdout == b""
+    for leftover in ("sipvicious_svwar", "kamailio -DD", "sipdeflect run"):
+        left = subprocess.run(["pgrep", "-f", leftover], capture_output=True, check=False)
+        assert left.stdout == b"", leftover
+
+
+def test_demo_runs_the_whole_lab_and_every_attacker_ends_blocked(netns_ok: None) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "sipdeflect", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = {
+        cells[1]: cells[2:8]
+        for line in res.stdout.splitlines()
+        if line.startswith("│") and (cells := [c.strip() for c in line.split("│")])
+    }
+    assert set(rows) == {"svcrack", "svwar", "flooder"}
+    for name, (_, to_pbx, _, to_decoy, _, now) in rows.items():
+        assert int(to_pbx) <= 10, name
+        assert int(to_decoy) >= 1, name
+        assert now == "blocked", name
+    assert "packets that reached any socket on the PBX host: 0" in res.stdout
+    assert "Lab removed" in res.stdout

@@ -1,164 +1,175 @@
-"""`sipdeflect run` in a lab: Kamailio as the PBX, real svcrack as the attacker.
+"""The end-to-end lab (issue 7's must-show), the same lab `sipdeflect demo` narrates.
 
-The daemon runs inside the PBX namespace with the nftables backend, following Kamailio's
-log and the wire, with the decoy on its port. svcrack is detected from its failed logins,
-deflected to the decoy (which makes it quit), blocked once quiet; a kill -9 and restart
-brings every decision back with no duplicate; the allowlisted customer keeps registering.
+Kamailio is the PBX; `sipdeflect run` runs next to it with default settings (but for paths
+and a 4 s quiet_after); real svcrack and svwar and the write-up's flooder attack from their
+own addresses; a customer's sipp registers every second. Every count here comes from a
+witness outside sipdeflect: nftables counters in the PBX namespace, a packet socket for
+first-packet times, the tools' own output, sipp's exit status.
 """
 
 from __future__ import annotations
 
-import json
-import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from sipdeflect.lab.kamailio import Kamailio, register_customer, svcrack
-from sipdeflect.lab.netns import Netns, hosts, link
+from sipdeflect.lab.decoylab import flood_register
+from sipdeflect.lab.pbxlab import (
+    ATTACKERS,
+    BYSTANDER,
+    CUSTOMER,
+    CUSTOMER_PASSWORD,
+    PBX_ATK,
+    Attack,
+    PbxLab,
+    forged_burst,
+    pbx_lab,
+)
 
-pytestmark = pytest.mark.timeout(300)
-PBX_ATK, ATK = "203.0.113.1", "203.0.113.66"
-PBX_CUST, CUST = "198.51.100.1", "198.51.100.20"
-PASSWORD = "correct-horse-battery"
-
-
-def _config(tmp: Path, kamlog: Path) -> Path:
-    cfg = tmp / "sipdeflect.toml"
-    cfg.write_text(f"""
-[sip]
-ports = [5060]
-[decoy]
-port = 5070
-[firewall]
-backend = "nftables"
-[detect]
-wire = true
-[[detect.logs]]
-path = "{kamlog}"
-format = "kamailio"
-[policy]
-quiet_after = "3s"
-max_deflect = "60s"
-[allow]
-addresses = ["{CUST}"]
-[store]
-path = "{tmp / "state.db"}"
-[control]
-socket = "{tmp / "run" / "ctl.sock"}"
-""")
-    return cfg
+pytestmark = pytest.mark.timeout(400)
 
 
-def _status(pbx: Netns, tmp: Path) -> dict[str, Any] | None:
-    res = pbx.run(
-        [
-            sys.executable,
-            "-m",
-            "sipdeflect",
-            "status",
-            "--json",
-            "--socket",
-            str(tmp / "run" / "ctl.sock"),
-        ],
-        check=False,
-        timeout=30,
-    )
-    return json.loads(res.stdout) if res.returncode == 0 else None
+def _check_attack(a: Attack) -> None:
+    assert a.deflected_at is not None, (a.name, a.output[-1500:])
+    assert a.to_pbx <= 10, (a.name, a.to_pbx)  # packets into the PBX's SIP socket
+    assert a.to_deflect is not None
+    assert a.to_deflect < 1.0, (a.name, a.to_deflect)  # first packet -> deflect
+    assert a.to_decoy >= 1  # it met the decoy, and (the call returned) it quit
+    assert CUSTOMER_PASSWORD not in a.output
 
 
-def _wait(what: str, cond: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for: {what}")
+def _steady(lab: PbxLab, name: str, seconds: float, stop: threading.Event) -> None:
+    """A sender that keeps going: the same REGISTER every 50 ms (bounded)."""
+    msg = flood_register(ATTACKERS[name], 5190, PBX_ATK)
+    end = time.monotonic() + seconds
+    sock = lab.atk.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((ATTACKERS[name], 5190))
+        while not stop.is_set() and time.monotonic() < end:
+            try:
+                sock.sendto(msg, (PBX_ATK, 5060))
+            except OSError:  # the lab is being torn down after a failure
+                return
+            time.sleep(0.05)
+    finally:
+        sock.close()
 
 
 def _rules(listing: str) -> int:
-    return sum(ln.strip().startswith(("ip ", "ip6 ")) for ln in listing.splitlines())
+    """Rules in `nft -a list table` output (set elements excluded)."""
+    return sum(
+        ln.strip().startswith(("ip ", "ip6 ", "meta ", "udp ", "tcp "))
+        for ln in listing.splitlines()
+    )
 
 
-def _customer_registers(cust: Netns) -> bool:
-    return register_customer(cust, PBX_CUST, "1001", PASSWORD).returncode == 0
+def test_every_attack_is_deflected_quits_and_is_blocked_and_the_customer_never_fails(
+    netns_ok: None, tmp_path: Path
+) -> None:
+    with pbx_lab(tmp_path) as lab:
+        lab.start_daemon()
+        lab.customer.start()
+        time.sleep(1.5)
 
+        attacks = [lab.svcrack(), lab.svwar(), lab.flood()]
+        for a in attacks:
+            _check_attack(a)
+        assert "got its 200 OK" in attacks[2].conclusion  # the flooder stopped by itself
+        # Each ends up blocked: svcrack once quiet, the probed two because they quit.
+        for a in attacks:
+            assert lab.wait_state(a.source, {"blocked"}, 30), (a.name, lab.show(a.source))
 
-def test_svcrack_is_deflected_quits_and_is_blocked(netns_ok: None, tmp_path: Path) -> None:
-    with hosts("pbx", "atk", "cust") as (pbx, atk, cust):
-        link(pbx, [f"{PBX_ATK}/24"], atk, [f"{ATK}/24"])
-        link(pbx, [f"{PBX_CUST}/24"], cust, [f"{CUST}/24"])
-        kam = Kamailio(
-            pbx, tmp_path, [f"udp:{PBX_ATK}:5060", f"udp:{PBX_CUST}:5060"], {"1001": PASSWORD}
-        ).start()
-        cfg = _config(tmp_path, kam.log)
-        argv = [sys.executable, "-m", "sipdeflect", "run", "--config", str(cfg)]
-        daemon_log = (tmp_path / "daemon.log").open("wb")
-        daemon = pbx.popen(argv, stdout=daemon_log, stderr=subprocess.STDOUT)
-        try:
-            _wait("the daemon's control socket", lambda: _status(pbx, tmp_path) is not None, 60)
-            assert _customer_registers(cust)
+        # kill -9 mid-attack: "late" is cracking and then keeps sending when it is killed.
+        late = lab.svcrack("late")
+        _check_attack(late)
+        stop = threading.Event()
+        sender = threading.Thread(target=_steady, args=(lab, "late", 12.0, stop))
+        sender.start()
+        time.sleep(0.5)
+        before = {n: lab.state(a) for n, a in ATTACKERS.items()}
+        rules = lab.ruleset()
+        lab.kill_daemon()
+        time.sleep(1.0)  # the attack goes on while sipdeflect is dead
+        lab.start_daemon()
+        after = {n: lab.state(a) for n, a in ATTACKERS.items()}
+        acted = {"deflected", "blocked"}  # (a deflect may have become a block meanwhile)
+        lost = [n for n in before if before[n] in acted and after[n] not in acted]
+        assert not lost, (before, after)  # every decision is back
+        assert _rules(lab.ruleset()) == _rules(rules) > 0  # no duplicate rule
+        for addr in ATTACKERS.values():
+            assert lab.element_count("deflect4", addr) + lab.element_count("block4", addr) <= 2
+        pbx_late = lab.counter("pbx_late")
+        time.sleep(1.0)
+        assert lab.counter("pbx_late") == pbx_late  # still contained: nothing new to the PBX
+        stop.set()
+        sender.join(20)
 
-            words = tmp_path / "words.txt"
-            words.write_text("\n".join(f"guess{i}" for i in range(1000)) + "\n")
-            crack = svcrack(atk, PBX_ATK, "1001", words)
-            # It quit well before trying the whole dictionary, and found nothing real.
-            assert PASSWORD not in crack.stdout + crack.stderr
-            failures = len(kam.auth_failures())
-            assert 5 <= failures < 1000
-            print(f"failed logins that reached Kamailio before the deflect: {failures}")
+        # Blocked, all of them; then nothing from them reaches any socket.
+        for addr in ATTACKERS.values():
+            assert lab.wait_state(addr, {"blocked"}, 30), (addr, lab.show(addr))
+            assert lab.element_count("block4", addr) == 1
+        story = lab.show(ATTACKERS["svcrack"])
+        assert [h["action"] for h in story["history"]][:2] == ["deflect", "block"]
+        assert any(e["kind"] == "sip" for e in story["events"])  # what the decoy heard
+        seen = {n: lab.counts(n)[2] for n in ATTACKERS}
+        for addr in ATTACKERS.values():
+            lab.send_raw(addr, [flood_register(addr, 5099, PBX_ATK)] * 5)
+        time.sleep(0.5)
+        assert {n: lab.counts(n)[2] for n in ATTACKERS} == seen
 
-            def blocked() -> bool:
-                st = _status(pbx, tmp_path)
-                return st is not None and st["sources"]["blocked"] == 1
+        # Forged packets "from" the customer never get it probed, deflected or blocked (its
+        # logins shield it). The same burst "from" an address that never logged in gets a
+        # probe, which the burst does not pass (it does not stop on the decoy's answer):
+        # released, never blocked.
+        lab.send_raw(CUSTOMER, forged_burst(CUSTOMER))
+        lab.send_raw(BYSTANDER, forged_burst(BYSTANDER))
+        assert lab.wait_state(BYSTANDER, {"probing"}, 5), lab.show(BYSTANDER)
+        assert lab.wait_state(BYSTANDER, {"watched"}, 20), lab.show(BYSTANDER)
+        assert [h["action"] for h in lab.show(BYSTANDER)["history"]] == ["deflect", "release"]
+        assert lab.state(CUSTOMER) in {"unknown", "watched"}, lab.show(CUSTOMER)
+        assert lab.show(CUSTOMER)["history"] == []
 
-            _wait("the attacker to be blocked after going quiet", blocked, 60)
-            nft = pbx.run(["nft", "list", "set", "inet", "sipdeflect", "block4"]).stdout
-            assert ATK in nft
-            show = pbx.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "sipdeflect",
-                    "show",
-                    ATK,
-                    "--json",
-                    "--socket",
-                    str(tmp_path / "run" / "ctl.sock"),
-                ]
-            ).stdout
-            story = json.loads(show)
-            assert [h["action"] for h in story["history"]][:2] == ["deflect", "block"]
-            assert any(e["kind"] == "sip" for e in story["events"])  # the decoy heard it
-
-            # kill -9 mid-life, restart: decisions come back, no duplicate rules or elements.
-            rules_before = pbx.run(["nft", "-a", "list", "table", "inet", "sipdeflect"]).stdout
-            daemon.send_signal(signal.SIGKILL)
-            daemon.wait(30)
-            daemon = pbx.popen(argv, stdout=daemon_log, stderr=subprocess.STDOUT)
-            _wait("the restarted daemon", blocked, 60)
-            rules_after = pbx.run(["nft", "-a", "list", "table", "inet", "sipdeflect"]).stdout
-            assert _rules(rules_after) == _rules(rules_before) > 0
-            assert (
-                pbx.run(["nft", "list", "set", "inet", "sipdeflect", "block4"]).stdout.count(ATK)
-                == 1
+        lab.customer.stop()
+        results = lab.customer.results
+        assert len(results) >= 15
+        assert lab.customer.failures == 0, results
+        for a in (*attacks, late):
+            print(
+                f"{a.name}: {a.to_pbx} packets to the PBX, deflected "
+                f"{a.to_deflect:.3f} s after its first packet, {a.to_decoy} to the decoy; "
+                f"{a.conclusion}"
             )
+        print(f"customer: {len(results)} registrations, {lab.customer.failures} failed")
 
-            # Blocked: nothing from the attacker reaches Kamailio any more.
-            before = len(kam.auth_failures())
-            svcrack(atk, PBX_ATK, "1001", words)
-            assert len(kam.auth_failures()) == before
-            assert _customer_registers(cust)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-            kam.stop()
-            daemon_log.close()
+        # What the decoy saw, as a pcap Wireshark reads; and the report of this run.
+        lab.stop_daemon()
+        seen_by_decoy = subprocess.run(
+            ["tshark", "-r", str(tmp_path / "decoy.pcap"), "-T", "fields", "-e", "ip.src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert {a.source for a in (*attacks, late)} <= set(seen_by_decoy)
+        out = tmp_path / "report"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sipdeflect",
+                "report",
+                "--db",
+                str(tmp_path / "state.db"),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            timeout=120,
+        )
+        html = (out / "report.html").read_text()
+        assert ATTACKERS["svcrack"] in html
+        assert list(out.glob("*.png"))

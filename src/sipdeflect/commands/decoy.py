@@ -19,6 +19,7 @@ from sipdeflect.decoy.runner import parse_listen, start
 from sipdeflect.decoy.server import DEFAULT_RCVBUF
 from sipdeflect.decoy.strategy import Persona
 from sipdeflect.errors import UsageError
+from sipdeflect.pcapsink import PcapSink, decoy_sink, open_pcap
 
 
 def summary_table(summary: Summary) -> Table:
@@ -59,6 +60,12 @@ def run(
     ),
     workers: int = typer.Option(1, "--workers", help="SO_REUSEPORT UDP worker processes."),
     no_tcp: bool = typer.Option(False, "--no-tcp", help="UDP only."),
+    pcap: str | None = typer.Option(
+        None,
+        "--pcap",
+        metavar="FILE",
+        help="Also write every message received to FILE (pcap; Wireshark, tshark, sngrep).",
+    ),
     rcvbuf: int = typer.Option(
         DEFAULT_RCVBUF,
         "--rcvbuf",
@@ -89,6 +96,13 @@ def run(
     if events:
         ev_file = sys.stdout if to_stdout else open(events, "a", encoding="utf-8")  # noqa: SIM115
         sinks.append(JsonLines(ev_file))
+    pcap_out: PcapSink | None = None
+    if pcap:
+        try:
+            pcap_out = open_pcap(pcap)
+        except OSError as exc:
+            raise UsageError(f"cannot write {pcap}: {exc.strerror or exc}") from None
+        sinks.append(decoy_sink(pcap_out, listens[0].port))
     running = start(
         listens,
         budget=reply_budget,
@@ -115,6 +129,8 @@ def run(
             sink.flush()
     if ev_file is not None and ev_file is not sys.stdout:
         ev_file.close()
+    if pcap_out is not None:
+        pcap_out.close()
     err.print(summary_table(summary))
 
 

@@ -1,107 +1,183 @@
-# `sipdeflect demo`: the README's first command. Builds a throwaway two-host lab in network
-# namespaces (sipdeflect.lab.decoylab), runs the decoy on the PBX host behind an nftables
-# redirect, points the real SIPVicious tools and a write-up style flooder at it, narrates
-# each step and ends with a table: tool, requests that reached the decoy (counted by nftables,
-# not by the decoy), what the tool concluded, seconds. Needs root; no input; under a minute.
+# `sipdeflect demo`: the README's first command. Builds the lab of sipdeflect.lab.pbxlab in
+# network namespaces (Kamailio as the PBX, `sipdeflect run` with default settings next to
+# it, an attacker host, a customer whose phone registers every second), points real
+# SIPVicious and the write-up's flooder at the PBX, narrates sipdeflect's decisions live
+# from its control socket, forges packets "from" the customer, and ends with a table whose
+# figures come from witnesses outside sipdeflect (nftables counters, a packet socket, the
+# tools' own output, sipp). `--decoy` runs the older decoy-only demo. Root; no input.
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape as markup_escape
 from rich.table import Table
 
-from sipdeflect.decoy.events import DecoyEvent, escape
+from sipdeflect.commands import decoydemo
+from sipdeflect.control import ControlError
 from sipdeflect.errors import UsageError
-from sipdeflect.lab.decoylab import (
-    ATTACKER,
-    DECOY_PORT,
-    PBX,
-    SIP_PORT,
-    ToolRun,
-    decoy_lab,
-    dictionary,
-)
+from sipdeflect.lab.decoylab import flood_register
 from sipdeflect.lab.netns import netns_unavailable
-
-STEPS: tuple[tuple[str, str, list[str]], ...] = (
-    (
-        "svcrack",
-        "password cracker, 1000-word dictionary against extension 100",
-        ["-u", "100", "-d", "{dictionary}", "-x", ATTACKER, f"udp://{PBX}:{SIP_PORT}"],
-    ),
-    (
-        "svwar",
-        "extension enumerator, REGISTER over 100-999",
-        ["-e", "100-999", "-m", "REGISTER", "-x", ATTACKER, PBX],
-    ),
-    (
-        "svwar",
-        "extension enumerator, INVITE over 100-999",
-        ["-e", "100-999", "-m", "INVITE", "-x", ATTACKER, PBX],
-    ),
-    (
-        "svwar",
-        "extension enumerator, OPTIONS over 100-999",
-        ["-e", "100-999", "-m", "OPTIONS", "-x", ATTACKER, PBX],
-    ),
-    ("svmap", "SIP device sweep (OPTIONS)", ["-x", ATTACKER, PBX]),
+from sipdeflect.lab.pbxlab import (
+    ATTACKERS,
+    BYSTANDER,
+    CUSTOMER,
+    PBX_ATK,
+    PBX_CUST,
+    QUIET_AFTER,
+    Attack,
+    PbxLab,
+    forged_burst,
+    pbx_lab,
 )
+from sipdeflect.render import escape
+
+NAMES = {v: k for k, v in ATTACKERS.items()}
 
 
-def run() -> None:
-    """Watch real SIPVicious scanners give up against the decoy, in a throwaway lab."""
+def _narrate(lab: PbxLab, con: Console, stop: threading.Event) -> None:
+    """Print sipdeflect's decisions as they happen (its `watch` stream)."""
+    with contextlib.suppress(ControlError, OSError, ValueError):
+        for ev in lab.control.stream("watch"):
+            if stop.is_set():
+                return
+            if ev.get("type") != "decision":
+                continue
+            target = str(ev.get("target", "")).removesuffix("/32")
+            who = NAMES.get(target, "customer" if target == CUSTOMER else "bystander")
+            at = dt.datetime.fromtimestamp(float(ev.get("at", 0))).strftime("%H:%M:%S.%f")[:-3]
+            action = str(ev.get("action", ""))
+            color = {"deflect": "yellow", "block": "red", "release": "green"}.get(action, "")
+            reason = markup_escape(escape(str(ev.get("reason", ""))))
+            con.print(
+                f"    [dim]{at}[/] sipdeflect: [bold {color}]{action}[/] {target} "
+                f"({who}) [dim]{reason}[/]"
+            )
+
+
+def _row(a: Attack, state: str) -> list[str]:
+    when = "-" if a.to_deflect is None else f"{a.to_deflect * 1000:.0f} ms"
+    return [a.name, a.source, str(a.to_pbx), when, str(a.to_decoy), a.conclusion, state]
+
+
+def run_lab(con: Console) -> int:
+    started = time.monotonic()
+    con.rule("[bold]sipdeflect demo: from first packet to a scanner that gives up")
+    con.print(
+        f"Lab in network namespaces: a PBX host (Kamailio from Debian, digest auth, on "
+        f"{PBX_ATK} and {PBX_CUST}) running [bold]sipdeflect run[/] with default settings "
+        f"(quiet_after shortened to {QUIET_AFTER:g} s); an attacker host with one address per "
+        f"tool; a customer ({CUSTOMER}) whose phone registers every second."
+    )
+    attacks: list[Attack] = []
+    with tempfile.TemporaryDirectory() as tmp, pbx_lab(Path(tmp)) as lab:
+        lab.start_daemon()
+        stop = threading.Event()
+        narrator = threading.Thread(target=_narrate, args=(lab, con, stop), daemon=True)
+        narrator.start()
+        lab.customer.start()
+        time.sleep(1.5)
+        steps: list[tuple[str, str, Any]] = [
+            ("svcrack", "password cracker, 1000-word dictionary against 1001", lab.svcrack),
+            ("svwar", "extension enumerator, INVITE over 100-999", lab.svwar),
+            (
+                "flooder",
+                "the write-up's: one REGISTER, resent until it likes the answer",
+                lab.flood,
+            ),
+        ]
+        for name, what, fn in steps:
+            con.print(f"\n[bold cyan]{name}[/] from {ATTACKERS[name]}: {what}")
+            a = fn()
+            attacks.append(a)
+            con.print(
+                f"    [bold]{name} concluded:[/] {markup_escape(escape(a.conclusion))}  "
+                f"[dim]({a.to_pbx} packets reached the PBX, {a.to_decoy} the decoy)[/]"
+            )
+        con.print(
+            f"\nWaiting for each to fall quiet in the decoy ({QUIET_AFTER:g} s) and be blocked..."
+        )
+        for a in attacks:
+            lab.wait_state(a.source, {"blocked"}, 30)
+        con.print("\n[bold cyan]After the block[/]: each attacker sends 5 more REGISTERs")
+        before = {a.name: lab.counts(a.name)[2] for a in attacks}
+        for a in attacks:
+            lab.send_raw(a.source, [flood_register(a.source, 5099, PBX_ATK)] * 5)
+        time.sleep(0.5)
+        reached = sum(lab.counts(a.name)[2] - before[a.name] for a in attacks)
+        con.print(f"    packets that reached any socket on the PBX host: [bold]{reached}[/]")
+        con.print(
+            "\n[bold cyan]Forgery[/]: the attacker sends 60 scanner REGISTERs, an INVITE sweep "
+            f"and a guessed login with the customer's address ({CUSTOMER}) as source, and "
+            f"the same with a bystander's ({BYSTANDER}) that never logged in"
+        )
+        lab.send_raw(CUSTOMER, forged_burst(CUSTOMER))
+        lab.send_raw(BYSTANDER, forged_burst(BYSTANDER))
+        lab.wait_state(BYSTANDER, {"probing"}, 5)
+        lab.wait_state(BYSTANDER, {"watched"}, 20)  # the probe lasts up to 10 s
+        time.sleep(0.5)
+        cust_state = lab.state(CUSTOMER).replace("unknown", "not even watched")
+        cust_acts = [h["action"] for h in lab.show(CUSTOMER)["history"]] or ["none"]
+        bys_acts = [h["action"] for h in lab.show(BYSTANDER)["history"]] or ["none"]
+        con.print(
+            f"    customer: decisions {', '.join(cust_acts)}, now {cust_state} (its logins "
+            f"shield it); bystander: decisions {', '.join(bys_acts)}, now "
+            f"{lab.state(BYSTANDER)} (a probe, and the burst did not stop on the decoy's answer)"
+        )
+        lab.customer.stop()
+        states = {a.name: lab.state(a.source) for a in attacks}
+        stop.set()
+        ok = len(lab.customer.results) - lab.customer.failures
+        total = len(lab.customer.results)
+    table = Table(title="What happened (counted by nftables and a packet socket, not sipdeflect)")
+    for col, just in (
+        ("attacker", "left"),
+        ("address", "left"),
+        ("packets to\nthe PBX", "right"),
+        ("first packet\nto deflect", "right"),
+        ("packets to\nthe decoy", "right"),
+        ("what the tool concluded", "left"),
+        ("now", "left"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for a in attacks:
+        table.add_row(*_row(a, states[a.name]))
+    con.print()
+    con.print(table)
+    con.print(
+        f"Customer: {ok} of {total} registrations succeeded; forged packets left it "
+        f"{cust_state}. Nothing any tool reported is true of the PBX (svcrack's 'password' "
+        f"is the decoy's yes to a guess). Lab removed; {time.monotonic() - started:.1f} s."
+    )
+    return 0 if ok == total else 1
+
+
+def run(
+    decoy: bool = typer.Option(
+        False, "--decoy", help="only the decoy: every SIPVicious tool against it, no daemon"
+    ),
+) -> None:
+    """Watch sipdeflect stop real scanners against a real PBX, in a throwaway lab.
+
+    Builds network namespaces (nothing leaves them), runs Kamailio as the PBX with
+    `sipdeflect run` beside it, attacks it with SIPVicious svcrack and svwar and a flooder,
+    and prints each decision as it happens and a summary table. Needs root; about 30 s.
+    """
     reason = netns_unavailable()
     if reason is not None:
         raise UsageError(f"demo {reason} (try: sudo ./dev demo)")
     con = Console(highlight=False)
-    started = time.monotonic()
-
-    def narrate(event: DecoyEvent) -> None:
-        got = event.status if event.status is not None else "silence"
-        what = markup_escape(f"{escape(event.method)} -> {got}")
-        con.print(f"    [dim]decoy:[/] {what}  [dim]({markup_escape(escape(event.why))})[/]")
-
-    con.rule("[bold]sipdeflect demo: the decoy")
-    con.print(
-        f"Lab: attacker [bold]{ATTACKER}[/] and PBX [bold]{PBX}[/] in network namespaces. "
-        f"On the PBX, nftables redirects the attacker's SIP ({SIP_PORT}) to the decoy "
-        f"({DECOY_PORT}) and counts every packet that reaches it."
-    )
-    results: list[ToolRun] = []
-    with tempfile.TemporaryDirectory() as tmp, decoy_lab(sinks=[narrate]) as lab:
-        words = str(dictionary(Path(tmp) / "words.txt"))
-        for tool, what, args in STEPS:
-            con.print(f"\n[bold cyan]{tool}[/] {what}")
-            result = lab.run_tool(tool, [a.replace("{dictionary}", words) for a in args])
-            lab.running.decoy.hub.drain()
-            time.sleep(0.2)  # let the event thread print before the verdict
-            con.print(f"    [bold]{tool} concluded:[/] {markup_escape(escape(result.conclusion))}")
-            results.append(result)
-        con.print(
-            "\n[bold cyan]flooder[/] the write-up's scanner: one REGISTER, resent until liked"
-        )
-        results.append(lab.flood())
-        time.sleep(0.2)
-        con.print(f"    [bold]flooder concluded:[/] {markup_escape(results[-1].conclusion)}")
-        summary = lab.running.decoy.totals()
-    table = Table(title="What each scanner did against the decoy")
-    table.add_column("tool")
-    table.add_column("requests to decoy\n(nftables counter)", justify="right")
-    table.add_column("what the tool concluded")
-    table.add_column("seconds", justify="right")
-    for r in results:
-        mode = next((a for i, a in enumerate(r.argv) if i and r.argv[i - 1] == "-m"), "")
-        table.add_row(f"{r.tool} {mode}".strip(), str(r.sent), r.conclusion, f"{r.seconds:.2f}")
-    con.print()
-    con.print(table)
-    con.print(
-        f"Decoy: {summary.messages} messages, answers {dict(summary.answers)}; "
-        f"none of it true of any PBX. Lab removed; {time.monotonic() - started:.1f} s in all."
-    )
+    if decoy:
+        decoydemo.run(con)
+        return
+    raise typer.Exit(run_lab(con))
 
 
 def register(app: typer.Typer) -> None:

@@ -29,6 +29,7 @@ from sipdeflect.lab.netns import LabError, Netns, hosts, link
 
 PBX_ATK, PBX_CUST = "203.0.113.1", "198.51.100.1"
 CUSTOMER = "198.51.100.20"
+BYSTANDER = "198.51.100.77"  # never logs in; the attacker forges it too (control case)
 CUSTOMER_USER, CUSTOMER_PASSWORD = "1001", "correct-horse-battery"
 SIP_PORT, DECOY_PORT = 5060, 5070
 # One address per attacking tool; "late" is the attack running while sipdeflect is killed.
@@ -72,6 +73,7 @@ def config_text(workdir: Path, kamailio_log: Path, quiet_after: float = QUIET_AF
     return f"""# the lab's sipdeflect.toml: defaults except paths and quiet_after
 [decoy]
 port = {DECOY_PORT}
+pcap = "{workdir / "decoy.pcap"}"
 [[detect.logs]]
 path = "{kamailio_log}"
 format = "kamailio"
@@ -366,6 +368,33 @@ def _ifname(ns: Netns, prefix: str) -> str:
     raise LabError(f"no interface with {prefix} in {ns.name}")
 
 
+def forged_burst(src: str) -> list[bytes]:
+    """What a spoofer sends "from" the customer: a scanner flood, an INVITE sweep and
+    credentials with a nonce it never received (it never sees an answer)."""
+    out = [flood_register(src, 5099, PBX_ATK) for _ in range(60)]
+    out += [
+        (
+            f"INVITE sip:{ext}@{PBX_ATK} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src}:5099;branch=z9hG4bK-f{ext}\r\n"
+            f"From: <sip:{ext}@{PBX_ATK}>;tag=f{ext}\r\nTo: <sip:{ext}@{PBX_ATK}>\r\n"
+            f"Call-ID: forged-{ext}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+            "User-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        for ext in range(100, 140)
+    ]
+    out.append(
+        (
+            f"REGISTER sip:{PBX_ATK} SIP/2.0\r\nVia: SIP/2.0/UDP {src}:5099;branch=z9hG4bK-a\r\n"
+            f"From: <sip:1001@{PBX_ATK}>;tag=a\r\nTo: <sip:1001@{PBX_ATK}>\r\n"
+            "Call-ID: forged-auth\r\nCSeq: 2 REGISTER\r\nMax-Forwards: 70\r\n"
+            'Authorization: Digest username="1001", realm="lab", nonce="guessed", '
+            f'uri="sip:{PBX_ATK}", response="00000000000000000000000000000000"\r\n'
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    return out
+
+
 @contextlib.contextmanager
 def pbx_lab(workdir: Path) -> Iterator[PbxLab]:
     """Build the lab, start Kamailio and the witnesses (not sipdeflect: the caller starts
@@ -381,6 +410,7 @@ def pbx_lab(workdir: Path) -> Iterator[PbxLab]:
         # reverse-path filtering, like most hosts on the internet.
         atk_if = _ifname(atk, addrs[0])
         atk.run(["ip", "addr", "add", f"{CUSTOMER}/32", "dev", atk_if])
+        atk.run(["ip", "addr", "add", f"{BYSTANDER}/32", "dev", atk_if])
         for conf in ("all", "default", _ifname(pbx, PBX_ATK)):
             pbx.sysctl(f"net.ipv4.conf.{conf}.rp_filter", "0")
         kam = Kamailio(
