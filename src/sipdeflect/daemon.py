@@ -68,7 +68,12 @@ class Daemon:
         self.control = ControlServer(config.control.socket)
         self.metrics = Metrics()
         self.started = clock()
-        self.counters: dict[str, int] = {"signals": 0, "decisions": 0, "decoy_packets": 0}
+        self.counters: dict[str, int] = {
+            "signals": 0,
+            "probes": 0,
+            "decisions": 0,
+            "decoy_packets": 0,
+        }
         self._watchers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._stop = asyncio.Event()
         self._sources: dict[str, Callable[[Daemon], Awaitable[None]]] = {}
@@ -110,7 +115,7 @@ class Daemon:
 
     def probe(self, source: Address, reason: str) -> list[Decision]:
         """Forgeable evidence: deflect briefly and see whether it quits (engine.probe)."""
-        self.counters["probes"] = self.counters.get("probes", 0) + 1
+        self.counters["probes"] += 1
         out = self.engine.probe(source, reason, self.clock())
         self._apply(out)
         return out

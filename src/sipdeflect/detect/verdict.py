@@ -191,10 +191,7 @@ class Verdicts:
         if cls is None:
             return None
         now = ev.time.timestamp()
-        st = self._state.get(ev.source)
-        if st is None:
-            self._bound()
-            st = self._state[ev.source] = _State(now)
+        st = self._source(ev.source, now)
         st.last = max(st.last, now)
         counts = st.counts
         counts[ev.kind] = counts.get(ev.kind, 0) + 1
@@ -226,12 +223,16 @@ class Verdicts:
                 return Flag(ev.source, st.level, now, why, ev, probe=True)
         return None
 
-    def _trust(self, ev: Event) -> None:
-        now = ev.time.timestamp()
-        st = self._state.get(ev.source)
+    def _source(self, source: Address, now: float) -> _State:
+        st = self._state.get(source)
         if st is None:
             self._bound()
-            st = self._state[ev.source] = _State(now)
+            st = self._state[source] = _State(now)
+        return st
+
+    def _trust(self, ev: Event) -> None:
+        now = ev.time.timestamp()
+        st = self._source(ev.source, now)
         st.trusted_until = max(st.trusted_until, now + self.policy.trust_for)
         st.times.pop(Evidence.UNPROVEN, None)  # what was forged before counts for nothing
 

@@ -228,20 +228,9 @@ class WireDetector:
         key = (dst, dport, msg.headers.get("call-id") or b"", _cseq(msg))
         out: list[Event] = []
         if status in _RESPONSE_STATUS:
-            pend = self.pending.pop(key, None)
-            if pend is not None:
-                out.append(
-                    Event(
-                        _time(now),
-                        EventKind.AUTH_FAILED_WITH_CREDENTIALS,
-                        _addr(dst),
-                        dport,
-                        pend[0],
-                        "wire",
-                        f"{status} {clean(msg.reason)} to credentials that answered our challenge",
-                        True,
-                    )
-                )
+            failed = self._settle(key, EventKind.AUTH_FAILED_WITH_CREDENTIALS, msg, now)
+            if failed is not None:
+                out.append(failed)
             if status != 403:
                 chal = msg.headers.get("www-authenticate") or msg.headers.get("proxy-authenticate")
                 m = None if chal is None else _NONCE.search(chal)
@@ -264,21 +253,21 @@ class WireDetector:
             user = _user(msg.headers.get("to"))
             out.append(self._event(kind, dst, dport, user, now, tcp, f"404 {clean(msg.reason)}"))
         elif 200 <= status < 300:
-            pend = self.pending.pop(key, None)
-            if pend is not None:
-                out.append(
-                    Event(
-                        _time(now),
-                        EventKind.AUTH_SUCCEEDED,
-                        _addr(dst),
-                        dport,
-                        pend[0],
-                        "wire",
-                        f"{status} {clean(msg.reason)} to credentials that answered our challenge",
-                        True,
-                    )
-                )
+            accepted = self._settle(key, EventKind.AUTH_SUCCEEDED, msg, now)
+            if accepted is not None:
+                out.append(accepted)
         return out
+
+    def _settle(
+        self, key: tuple[bytes, int, bytes, bytes], kind: EventKind, msg: Response, now: float
+    ) -> Event | None:
+        """The PBX's final answer to credentials that answered its challenge (if ``key`` is
+        such a request): verified, since only the challenged address could send them."""
+        pend = self.pending.pop(key, None)
+        if pend is None:
+            return None
+        detail = f"{msg.status} {clean(msg.reason)} to credentials that answered our challenge"
+        return Event(_time(now), kind, _addr(key[0]), key[1], pend[0], "wire", detail, True)
 
     def _challenged(self, dst: bytes, dport: int, now: float, tcp: bool) -> Event | None:
         """The PBX challenged ``dst``; an event when it has ignored enough challenges."""
