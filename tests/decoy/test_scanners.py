@@ -57,7 +57,7 @@ def test_svmap_lists_nothing_true(lab: DecoyLab) -> None:
 def test_flooder_stops_on_its_second_request(lab: DecoyLab) -> None:
     run = lab.flood()
     assert run.sent == 2
-    assert "got 200 OK after 2 requests" in run.conclusion
+    assert "got its 200 OK after 2 requests" in run.conclusion
 
 
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="needs sipp (Debian sip-tester)")

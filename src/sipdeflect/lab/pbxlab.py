@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from sipdeflect.control import ControlClient, ControlError
-from sipdeflect.lab.decoylab import conclude, dictionary, flood_register, tool_path
+from sipdeflect.lab.decoylab import (
+    FLOOD_PORT,
+    conclude,
+    dictionary,
+    flood,
+    flood_register,
+    tool_path,
+)
 from sipdeflect.lab.kamailio import Kamailio, register_customer
 from sipdeflect.lab.netns import LabError, Netns, hosts, link
 
@@ -188,7 +195,7 @@ class FirstPackets:
 
 class PbxLab:
     def __init__(  # noqa: PLR0917 - the lab's parts, built by pbx_lab only
-        self, workdir: Path, pbx: Netns, atk: Netns, cust: Netns, kam: Kamailio, atk_if: str
+        self, workdir: Path, pbx: Netns, atk: Netns, cust: Netns, kam: Kamailio, pbx_if: str
     ) -> None:
         self.workdir = workdir
         self.pbx, self.atk, self.cust, self.kam = pbx, atk, cust, kam
@@ -197,7 +204,7 @@ class PbxLab:
         self.config.write_text(config_text(workdir, kam.log))
         self.control = ControlClient(workdir / "run" / "ctl.sock", timeout=10)
         self.customer = Customer(cust)
-        self.first = FirstPackets(pbx, atk_if)
+        self.first = FirstPackets(pbx, pbx_if)  # the PBX's attacker-side interface
         self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log = workdir / "daemon.log"
         self.words = dictionary(workdir / "words.txt")
@@ -300,38 +307,18 @@ class PbxLab:
         interval: float = 0.02,
         seconds: float = 15.0,
     ) -> Attack:
-        """The write-up's flooder: one unauthenticated REGISTER from one fixed source port,
-        resent every ``interval`` until a 200 OK for it comes back (bounded)."""
+        """The write-up's flooder (decoylab.flood) from this attacker's address."""
         src = ATTACKERS[name]
         sock = self.atk.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind((src, 5182))
-        msg = flood_register(src, 5182, PBX_ATK)
         t0 = time.monotonic()
-        sent, conclusion = 0, f"gave up after {limit} requests"
         try:
-            while sent < limit and time.monotonic() - t0 < seconds:
-                sock.sendto(msg, (PBX_ATK, SIP_PORT))
-                sent += 1
-                if self._liked(sock, t0 + sent * interval):
-                    conclusion = f"got its 200 OK after {sent} requests: stopped"
-                    break
+            sock.bind((src, FLOOD_PORT))
+            _, conclusion = flood(
+                sock, (PBX_ATK, SIP_PORT), limit=limit, interval=interval, seconds=seconds
+            )
         finally:
             sock.close()
-        attack = Attack(name, src, conclusion, time.monotonic() - t0)
-        return self._finish(attack)
-
-    @staticmethod
-    def _liked(sock: socket.socket, until: float) -> bool:
-        """Read answers until ``until`` (monotonic): was one of them the 200 it wants?"""
-        while (left := until - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                reply, _ = sock.recvfrom(65535)
-            except TimeoutError:
-                return False
-            if reply.startswith(b"SIP/2.0 200 ") and b"Call-ID: 3361196543" in reply:
-                return True
-        return False
+        return self._finish(Attack(name, src, conclusion, time.monotonic() - t0))
 
     def send_raw(self, src: str, payloads: list[bytes], *, port: int = 5099) -> int:
         """Datagrams from ``src`` (an address of the attacker host, or one it forges) to the
@@ -408,9 +395,8 @@ def pbx_lab(workdir: Path) -> Iterator[PbxLab]:
         # The attacker can forge the customer's address (it is on its interface, so it can
         # bind to it); replies go to the real customer. The PBX must not drop them by
         # reverse-path filtering, like most hosts on the internet.
-        atk_if = _ifname(atk, addrs[0])
-        atk.run(["ip", "addr", "add", f"{CUSTOMER}/32", "dev", atk_if])
-        atk.run(["ip", "addr", "add", f"{BYSTANDER}/32", "dev", atk_if])
+        for forged in (CUSTOMER, BYSTANDER):
+            atk.run(["ip", "addr", "add", f"{forged}/32", "dev", _ifname(atk, addrs[0])])
         for conf in ("all", "default", _ifname(pbx, PBX_ATK)):
             pbx.sysctl(f"net.ipv4.conf.{conf}.rp_filter", "0")
         kam = Kamailio(
