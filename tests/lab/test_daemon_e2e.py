@@ -100,8 +100,6 @@ def test_every_attack_is_deflected_quits_and_is_blocked_and_the_customer_never_f
         lost = [n for n in before if before[n] in acted and after[n] not in acted]
         assert not lost, (before, after)  # every decision is back
         assert _rules(lab.ruleset()) == _rules(rules) > 0  # no duplicate rule
-        for addr in ATTACKERS.values():
-            assert lab.element_count("deflect4", addr) + lab.element_count("block4", addr) <= 2
         pbx_late = lab.counter("pbx_late")
         time.sleep(1.0)
         assert lab.counter("pbx_late") == pbx_late  # still contained: nothing new to the PBX
