@@ -23,6 +23,7 @@ from sipdeflect.control import ControlClient, ControlError
 from sipdeflect.daemon import Daemon
 from sipdeflect.decisions import Action, Decision, Level, parse_target
 from sipdeflect.engine import address
+from sipdeflect.firewall.model import Listed, SetName
 from sipdeflect.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,6 +33,12 @@ class Ledger:
     def __init__(self) -> None:
         self.enforced: list[Decision] = []
         self.reconciled: list[list[Decision]] = []
+        self.drops: list[Listed] = []  # what counters() reports, as a kernel would
+        self.reads = 0
+
+    def counters(self) -> list[Listed]:
+        self.reads += 1
+        return list(self.drops)
 
     def enforce(self, decisions: Any) -> None:
         self.enforced += decisions
@@ -219,3 +226,58 @@ def test_retention_is_applied_by_the_tick(parts: tuple[Config, Ledger, Clock]) -
     d.store.record_event(clock.now, "203.0.113.9", "sip", "new")
     d.tick()
     assert [e.detail for e in d.store.events("203.0.113.9")] == ["new"]
+
+
+def test_traffic_accounting_from_wire_decoy_and_firewall_counters(
+    parts: tuple[Config, Ledger, Clock],
+) -> None:
+    """What reached the PBX (wire rows), the decoy and the block set's counters all end up
+    in the store's traffic history and the metrics; the host's own address is no source."""
+    cfg, ledger, clock = parts
+    d = Daemon(cfg, ledger, SqliteStore(cfg.store.path), own=[address("192.0.2.10")], clock=clock)
+    atk = address("203.0.113.66")
+    net = parse_target("203.0.113.66")
+    with Running(d) as r:
+        t0 = clock.now
+        r.call(
+            d.account,
+            [
+                ("203.0.113.66", t0, "pbx", 3, 1200, 2),
+                ("192.0.2.10", t0, "pbx", 9, 900, 0),  # the PBX to its trunk: not a source
+            ],
+        )
+        r.call(d.signal, atk, Level.ATTACKER, "svcrack")
+        assert atk.packed in d.diverted  # the wire capture now skips it
+        clock.now += 20
+        r.call(d.tick)  # quiet in the decoy: blocked
+        d.wait_firewall()
+        assert atk.packed in d.diverted
+        reads = ledger.reads
+        ledger.drops = [Listed(SetName.BLOCK, net, packets=5, bytes=500)]
+        clock.now += cfg.store.counters_every
+        r.call(d.tick)
+        d.wait_firewall()
+        assert ledger.reads == reads + 1
+        ledger.drops = [Listed(SetName.BLOCK, net, packets=12, bytes=1200)]
+        r.call(d.tick)  # too soon: no second reading
+        d.wait_firewall()
+        assert ledger.reads == reads + 1
+        clock.now += cfg.store.counters_every
+        r.call(d.tick)
+        d.wait_firewall()
+        r.call(d.tick)  # the reading hops back to the loop, then the tick writes it
+        assert ledger.reads == reads + 2
+        rows = d.store.traffic()
+        by_place: dict[str, list[int]] = {}
+        for row in rows:
+            assert row.source == "203.0.113.66"
+            acc = by_place.setdefault(row.place, [0, 0, 0])
+            acc[0] += row.packets
+            acc[1] += row.bytes
+            acc[2] += row.replies
+        assert by_place == {"pbx": [3, 1200, 2], "dropped": [12, 1200, 0]}
+        assert d.metrics.dropped_packets._value.get() == 12
+        assert d.metrics.dropped_bytes._value.get() == 1200
+        # Released by hand: no longer diverted, so the wire counts it again.
+        ControlClient(cfg.control.socket).call("release", target="203.0.113.66")
+        assert atk.packed not in d.diverted

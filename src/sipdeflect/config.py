@@ -174,6 +174,11 @@ class Allow(_Section):
 class Store(_Section):
     path: str = Field("/var/lib/sipdeflect/state.db", description="SQLite database (WAL)")
     retention: Duration = Field(30 * 86400.0, description="history older than this is pruned")
+    counters_every: Duration = Field(
+        10.0,
+        description="how often the block set's per-element counters are read into the "
+        "traffic history and metrics (0: never)",
+    )
 
 
 class Control(_Section):

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from sipdeflect.accounting import CounterDeltas, Diverted, Row
 from sipdeflect.config import Config
 from sipdeflect.control import ControlServer
 from sipdeflect.decisions import Action, Address, Decision, Level, parse_target
@@ -24,7 +25,8 @@ from sipdeflect.detect.events import Event
 from sipdeflect.detect.verdict import Verdicts
 from sipdeflect.duration import parse_duration
 from sipdeflect.engine import Engine, Source, State, address
-from sipdeflect.errors import UsageError
+from sipdeflect.errors import SipDeflectError, UsageError
+from sipdeflect.firewall.model import Listed
 from sipdeflect.metrics import Metrics
 from sipdeflect.store.sqlite import TRAFFIC_BUCKET, SqliteStore
 from sipdeflect.supervise import Supervisor
@@ -43,6 +45,9 @@ class Enforcer(Protocol):
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         """Make the firewall hold exactly ``active`` (one transaction)."""
+
+    def counters(self) -> list[Listed]:
+        """Block-set elements with what each dropped so far (per-element counters)."""
 
 
 class Daemon:
@@ -84,6 +89,12 @@ class Daemon:
         self.firewall_errors = 0
         self._traffic: dict[tuple[str, int, str], list[int]] = {}
         self._last_prune = float("-inf")
+        # Who the firewall diverts, for the wire capture (accounting.Diverted), and the
+        # block set's counters turned into "dropped" traffic every [store] counters_every.
+        self.diverted = Diverted()
+        self._drops = CounterDeltas()
+        self._last_counters = clock()
+        self._counting = False
         self._register_control()
 
     # -- inputs (call on the loop thread) ---------------------------------------------------
@@ -130,11 +141,8 @@ class Daemon:
         method = ev.method
         self.metrics.messages.labels("decoy", method).inc()
         self.metrics.decoy_answers.labels(ev.answer).inc()
-        key = (str(source), int(ev.time // TRAFFIC_BUCKET) * TRAFFIC_BUCKET, "decoy")
-        acc = self._traffic.setdefault(key, [0, 0, 0])
-        acc[0] += 1
-        acc[1] += len(ev.raw)
-        acc[2] += 1 if ev.status is not None else 0
+        replied = 1 if ev.status is not None else 0
+        self.account(((str(source), ev.time, "decoy", 1, len(ev.raw), replied),))
         self.store.record_event(
             ev.time,
             str(source),
@@ -145,6 +153,58 @@ class Daemon:
             port=ev.source[1],
         )
         self.publish({"type": "sip", "line": ev.line()})
+
+    def account(self, rows: Iterable[Row]) -> None:
+        """Traffic rows (source, time, place, packets, bytes, replies) from the wire capture
+        or the firewall's counters, summed in memory until the next tick writes them. This
+        host's own addresses (the PBX talking to its trunks) are not sources."""
+        for source, at, place, packets, nbytes, replies in rows:
+            with contextlib.suppress(ValueError):
+                if address(source) in self.own:
+                    continue
+            key = (source, int(at // TRAFFIC_BUCKET) * TRAFFIC_BUCKET, place)
+            acc = self._traffic.setdefault(key, [0, 0, 0])
+            acc[0] += packets
+            acc[1] += nbytes
+            acc[2] += replies
+
+    def _poll_counters(self, now: float) -> None:
+        """Read the block set's counters off the loop (the firewall thread) and account what
+        each element dropped since the last reading, at most once per counters_every."""
+        every = self.config.store.counters_every
+        if self.dry_run or not every or self._counting or now - self._last_counters < every:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # tick() driven by a test without a loop
+            return
+        self._last_counters = now
+        self._counting = True
+
+        def done(fut: concurrent.futures.Future[list[Listed]]) -> None:
+            loop.call_soon_threadsafe(self._dropped, fut, now)
+
+        self._fw.submit(self.enforcer.counters).add_done_callback(done)
+
+    def _dropped(self, fut: concurrent.futures.Future[list[Listed]], now: float) -> None:
+        self._counting = False
+        try:
+            listed = fut.result()
+        except SipDeflectError as exc:
+            log.warning("reading the firewall's counters failed: %s", exc)
+            return
+        self._account_drops(listed, now)
+
+    def _account_drops(self, listed: list[Listed], now: float) -> None:
+        rows: list[Row] = []
+        for e, packets, nbytes in self._drops.update(listed):
+            self.metrics.dropped_packets.inc(packets)
+            self.metrics.dropped_bytes.inc(nbytes)
+            if e.target.num_addresses == 1:
+                rows.append((str(e.target.network_address), now, "dropped", packets, nbytes, 0))
+            else:
+                rows.append((str(e.target), now, "dropped", packets, nbytes, 0))
+        self.account(rows)
 
     def flush_traffic(self) -> None:
         """Per-minute traffic accumulated in memory, written once a tick (not per packet)."""
@@ -163,6 +223,7 @@ class Daemon:
         self.flush_traffic()
         self.store.flush_events()
         now = self.clock()
+        self._poll_counters(now)
         if now - self._last_prune >= PRUNE_EVERY:  # [store] retention, applied hourly
             self._last_prune = now
             removed = self.store.prune(now, self.config.store.retention)
@@ -180,10 +241,18 @@ class Daemon:
 
     def restore(self) -> None:
         self.engine.restore(self.store.load_sources(), self.store.load_manual())
+        self.diverted.reset(self.engine.active())
         if not self.dry_run:
             # The kernel's allow set holds the config allowlist too, so no element added
             # by hand elsewhere can ever catch an allowlisted source.
             self.enforcer.reconcile(list(self.engine.active()))
+            if self.config.store.counters_every:
+                # A baseline: what the kernel counted before this start was accounted by
+                # the previous run (up to its last reading), so it is not counted again.
+                try:
+                    self._drops.update(self.enforcer.counters())
+                except SipDeflectError as exc:
+                    log.warning("reading the firewall's counters failed: %s", exc)
 
     def _apply(self, decisions: list[Decision]) -> None:
         if not decisions:
@@ -195,6 +264,7 @@ class Daemon:
                 if src is not None:
                     touched.append(src)
         self.store.commit(decisions, touched)  # durable before the firewall changes
+        self.diverted.apply(decisions)
         if not self.dry_run:
             self._fw.submit(self.enforcer.enforce, decisions).add_done_callback(self._fw_done)
         self.counters["decisions"] += len(decisions)
@@ -256,6 +326,21 @@ class Daemon:
             await self.control.close()
             self.metrics.close()
             await loop.run_in_executor(None, self.wait_firewall)
+            await self._last_traffic()
+
+    async def _last_traffic(self) -> None:
+        """On the way out: a last reading of the block set's counters, and every traffic
+        row still in memory (the capture's last hand-over included) into the store."""
+        await asyncio.sleep(0)  # run what the stopped sources handed over
+        if not self.dry_run and self.config.store.counters_every:
+            loop = asyncio.get_running_loop()
+            try:
+                listed = await loop.run_in_executor(self._fw, self.enforcer.counters)
+            except SipDeflectError as exc:
+                log.warning("reading the firewall's counters failed: %s", exc)
+            else:
+                self._account_drops(listed, self.clock())
+        self.flush_traffic()
 
     def _sighup(self) -> None:
         self.on_reload()  # looked up at signal time: `run` replaces it to reread the file

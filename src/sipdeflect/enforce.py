@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from sipdeflect.decisions import Action, Decision, Network
 from sipdeflect.firewall.backend import Backend
-from sipdeflect.firewall.model import MAX_TIMEOUT, SetName
+from sipdeflect.firewall.model import MAX_TIMEOUT, Listed, SetName
 from sipdeflect.firewall.plan import FlushFlows, Op, Plan, Put, Remove, check_enforceable
 
 _SET = {Action.DEFLECT: SetName.DEFLECT, Action.BLOCK: SetName.BLOCK, Action.ALLOW: SetName.ALLOW}
@@ -73,3 +73,8 @@ class FirewallEnforcer:
                 stale.setdefault(row.set, []).append(row.target)
         extra: list[Op] = [Remove(s, tuple(ts)) for s, ts in stale.items()]
         self.backend.apply(Plan((*extra, *wanted.ops)))
+
+    def counters(self) -> list[Listed]:
+        """The block set's elements with the kernel's per-element counters (what it
+        dropped), for traffic accounting; empty where the backend has none."""
+        return self.backend.list([SetName.BLOCK])

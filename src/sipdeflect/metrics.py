@@ -30,12 +30,14 @@ class Metrics:
         self.sources_quit = Counter(
             "sipdeflect_sources_quit", "deflected sources that went quiet in the decoy", registry=r
         )
-        self.dropped_packets = Gauge(
+        # Increments of the block set's per-element counters, read every [store]
+        # counters_every (so a rate over a few minutes is what to graph).
+        self.dropped_packets = Counter(
             "sipdeflect_dropped_packets",
             "packets dropped by the block set (firewall counters)",
             registry=r,
         )
-        self.dropped_bytes = Gauge(
+        self.dropped_bytes = Counter(
             "sipdeflect_dropped_bytes",
             "bytes dropped by the block set (firewall counters)",
             registry=r,

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sipdeflect.accounting import Row, Tally
 from sipdeflect.config import Config, LogSource
 from sipdeflect.daemon import Daemon
 from sipdeflect.decoy.events import DecoyEvent
@@ -129,6 +130,7 @@ def follow_wire(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:
     async def run(daemon: Daemon) -> None:
         loop = asyncio.get_running_loop()
         detector = WireDetector(default_fingerprints(), WirePolicy(ports=frozenset(cfg.sip.ports)))
+        detector.tally = Tally()
         sock = open_capture(None, list(cfg.sip.ports))
         stop = threading.Event()
         try:
@@ -136,7 +138,18 @@ def follow_wire(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:
             def hop(ev: Event) -> None:  # capture thread -> the loop's thread
                 loop.call_soon_threadsafe(daemon.event, ev)
 
-            await asyncio.to_thread(run_capture, sock, detector, hop, stop)
+            def traffic(rows: list[Row]) -> None:
+                loop.call_soon_threadsafe(daemon.account, rows)
+
+            await asyncio.to_thread(
+                run_capture,
+                sock,
+                detector,
+                hop,
+                stop,
+                diverted=daemon.diverted,
+                on_traffic=traffic,
+            )
         finally:
             stop.set()
             sock.close()

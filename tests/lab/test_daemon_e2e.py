@@ -25,11 +25,13 @@ from sipdeflect.lab.pbxlab import (
     CUSTOMER,
     CUSTOMER_PASSWORD,
     PBX_ATK,
+    WITNESSED,
     Attack,
     PbxLab,
     forged_burst,
     pbx_lab,
 )
+from sipdeflect.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -57,6 +59,15 @@ def _steady(lab: PbxLab, name: str, seconds: float, stop: threading.Event) -> No
             time.sleep(0.05)
     finally:
         sock.close()
+
+
+def _accounted(store: SqliteStore) -> dict[tuple[str, str], int]:
+    """Packets per (source, place) in the store's traffic history."""
+    out: dict[tuple[str, str], int] = {}
+    for row in store.traffic():
+        out[(row.source, row.place)] = out.get((row.source, row.place), 0) + row.packets
+    store.close()
+    return out
 
 
 def _rules(listing: str) -> int:
@@ -169,3 +180,19 @@ def test_every_attack_is_deflected_quits_and_is_blocked_and_the_customer_never_f
         html = (out / "report.html").read_text()
         assert ATTACKERS["svcrack"] in html
         assert list(out.glob("*.png"))
+
+        # Traffic accounting against the lab's own counters. Reached the PBX (from the
+        # wire): never more than the PBX's input counter saw, most of the customer's (the
+        # capture was down while sipdeflect was killed). Dropped (the block set's own
+        # counters): at least the 5 packets each sent after its block, never more than
+        # arrived and reached no input.
+        acc = _accounted(SqliteStore(tmp_path / "state.db"))
+        for name, addr in WITNESSED.items():
+            assert acc.get((addr, "pbx"), 0) <= lab.counts(name)[0], (name, acc)
+        assert acc[(CUSTOMER, "pbx")] >= 0.7 * lab.counts("customer")[0], acc
+        assert acc.get((CUSTOMER, "dropped"), 0) == 0
+        for name, addr in ATTACKERS.items():
+            # (not "late": sipdeflect was killed -9 within a second of its first packets,
+            # before the capture handed them over: kill -9 loses up to ~2 s of accounting)
+            assert name == "late" or acc[(addr, "pbx")] >= 1, (name, acc)
+            assert 5 <= acc[(addr, "dropped")] <= lab.dropped(name), (name, acc)

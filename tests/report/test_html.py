@@ -13,6 +13,7 @@ from tests.report.scenario import attack_store
 def test_model_accounts_for_every_packet(tmp_path: Path) -> None:
     store = attack_store(tmp_path / "s.db")
     m = build_model(store.traffic(), store.events(), store.decisions())
+    assert m.width == 60  # the scenario writes a row a minute: bars follow its resolution
     total = sum(r.packets for r in store.traffic())
     assert sum(sum(v) for v in m.series.values()) == total
     by_name = {s.source: s for s in m.sources}
@@ -112,3 +113,15 @@ def test_cli_abuse_report(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "nothing recorded about 203.0.113.99" in res.stderr
+
+
+def test_bin_width_fits_the_span() -> None:
+    from sipdeflect.report.traffic import MAX_BINS, bin_width
+
+    assert bin_width(0, 30) == 10  # a 30 s lab: 10 s bars
+    assert bin_width(0, 3600) == 30
+    assert bin_width(0, 86400) == 900
+    assert bin_width(0, 1800, step=60) == 60  # rows a minute apart: never 30 s bars
+    for span in (0, 45, 1999, 2000, 7200, 30 * 86400):
+        w = bin_width(1_750_000_000, 1_750_000_000 + span)
+        assert (span + 10) / w <= MAX_BINS or w == 86400

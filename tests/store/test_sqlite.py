@@ -13,7 +13,7 @@ import pytest
 
 from sipdeflect.decisions import Action, Level, parse_target
 from sipdeflect.engine import Engine, Policy, State, address
-from sipdeflect.store.sqlite import SqliteStore
+from sipdeflect.store.sqlite import COARSE_AFTER, COARSE_BUCKET, TRAFFIC_BUCKET, SqliteStore
 
 T0 = 1_750_000_000.0
 A = address("203.0.113.66")
@@ -70,7 +70,7 @@ CHILD = textwrap.dedent("""
     import sys, ipaddress
     from sipdeflect.decisions import Level
     from sipdeflect.engine import Engine, Policy
-    from sipdeflect.store.sqlite import SqliteStore
+    from sipdeflect.store.sqlite import COARSE_AFTER, COARSE_BUCKET, TRAFFIC_BUCKET, SqliteStore
     store = SqliteStore(sys.argv[1])
     eng = Engine(Policy(max_sources=10**7))
     i = 0
@@ -114,7 +114,7 @@ def test_kill_9_loses_no_committed_decision(tmp_path: Path) -> None:
     assert len(sources) - len(reported) <= 1  # at most the one in flight when killed
 
 
-def test_traffic_is_bucketed_per_minute_and_summed(tmp_path: Path) -> None:
+def test_traffic_is_bucketed_and_summed(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.db")
     rows = [("203.0.113.66", T0 + i, "decoy", 1, 400, 1) for i in range(150)]
     store.account(rows[:70])
@@ -124,11 +124,37 @@ def test_traffic_is_bucketed_per_minute_and_summed(tmp_path: Path) -> None:
     decoy = [r for r in got if r.place == "decoy"]
     assert sum(r.packets for r in decoy) == 150
     assert sum(r.bytes for r in decoy) == 60_000
-    assert all(r.bucket % 60 == 0 for r in got)
-    assert len(decoy) == len({int((T0 + i) // 60) for i in range(150)})
+    assert all(r.bucket % TRAFFIC_BUCKET == 0 for r in got)
+    assert len(decoy) == len({int((T0 + i) // TRAFFIC_BUCKET) for i in range(150)})
     assert [r.packets for r in got if r.place == "pbx"] == [3]
     with pytest.raises(ValueError, match="place must be one of"):
         store.account([("x", T0, "nowhere", 1, 1, 0)])
+
+
+def test_old_traffic_is_coarsened_not_lost(tmp_path: Path) -> None:
+    """After COARSE_AFTER, 10 s rows merge into COARSE_BUCKET rows with the same sums; a
+    second pass changes nothing; recent rows keep their resolution."""
+    store = SqliteStore(tmp_path / "s.db")
+    old = [("203.0.113.66", T0 + i * 7, "pbx", 2, 100, 1) for i in range(200)]  # ~23 min
+    new = [("203.0.113.66", T0 + COARSE_AFTER + 4000 + i, "pbx", 1, 10, 0) for i in range(60)]
+    store.account(old + new)
+    before = store.traffic()
+    now = T0 + COARSE_AFTER + 4000 + 60
+    removed = store.prune(now, retention=30 * 86400)
+    after = store.traffic()
+    assert removed == len(before) - len(after) > 0
+    olds = [r for r in after if r.bucket < T0 + COARSE_AFTER]
+    assert all(r.bucket % COARSE_BUCKET == 0 for r in olds)
+    assert len(olds) == len({int((T0 + i * 7) // COARSE_BUCKET) for i in range(200)})
+    assert sum(r.packets for r in olds) == 400
+    assert sum(r.bytes for r in olds) == 20_000
+    assert sum(r.replies for r in olds) == 200
+    recent = [r for r in after if r.bucket >= T0 + COARSE_AFTER]
+    assert len(recent) == len(
+        {int((T0 + COARSE_AFTER + 4000 + i) // TRAFFIC_BUCKET) for i in range(60)}
+    )
+    assert store.prune(now, retention=30 * 86400) == 0
+    assert store.traffic() == after
 
 
 def test_events_have_a_global_cap_and_are_written_in_batches(tmp_path: Path) -> None:

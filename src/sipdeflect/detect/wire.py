@@ -19,12 +19,16 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sipdeflect.detect.events import Address, Event, EventKind, clean
 from sipdeflect.detect.fingerprints import Fingerprints
 from sipdeflect.errors import SipParseError
 from sipdeflect.sip import Request, Response, parse
 from sipdeflect.sip.fields import parse_name_addr, parse_uri
+
+if TYPE_CHECKING:
+    from sipdeflect.accounting import Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,9 @@ class WireDetector:
         self.challenges: dict[bytes, tuple[bytes, float] | None] = {}
         self.pending: dict[tuple[bytes, int, bytes, bytes], tuple[str, float]] = {}
         self.stats = {"packets": 0, "unparsable": 0, "requests": 0, "responses": 0, "evicted": 0}
+        # Traffic accounting (the daemon sets one): requests counted per sender, the PBX's
+        # answers per receiver. None: not counted.
+        self.tally: Tally | None = None
 
     # -- entry point --------------------------------------------------------------------
     def packet(
@@ -128,19 +135,28 @@ class WireDetector:
         ports = self.policy.ports
         if dport not in ports and sport not in ports:
             return []
+        tally = self.tally
         try:
             msg = parse(payload)
         except SipParseError:
             self.stats["unparsable"] += 1
+            if tally is not None and dport in ports:  # garbage at the PBX is traffic too
+                tally.add(src, len(payload), False)
             return []
         if isinstance(msg, Request):
             if dport not in ports:
                 return []
             self.stats["requests"] += 1
+            if tally is not None:  # (Tally.add inlined: this runs for every packet)
+                acc = tally.rows.get(src) or tally.row(src)
+                acc[0] += 1
+                acc[1] += len(payload)
             return self._request(msg, src, sport, now, tcp)
         if sport not in ports:
             return []
         self.stats["responses"] += 1
+        if tally is not None:
+            (tally.rows.get(dst) or tally.row(dst))[2] += 1
         return self._response(msg, dst, dport, now, tcp)
 
     # -- requests towards the PBX -----------------------------------------------------------

@@ -46,24 +46,32 @@ ATTACKERS = {
     "flooder": "203.0.113.68",
     "late": "203.0.113.69",
 }
+# Every attacker and the customer get nftables counters (the lab's witnesses).
+WITNESSED = {**ATTACKERS, "customer": CUSTOMER}
 QUIET_AFTER = 4.0  # seconds (default 15): the lab would otherwise mostly wait
 ETH_P_IP = 0x0800
 
 
 def _counter_rules() -> str:
     rules = []
-    for name, addr in ATTACKERS.items():
+    for name, addr in WITNESSED.items():
         rules += [
             f'ip saddr {addr} udp dport {SIP_PORT} counter name "pbx_{name}"',
             f'ip saddr {addr} udp dport {DECOY_PORT} counter name "decoy_{name}"',
             f'ip saddr {addr} counter name "any_{name}"',
         ]
     counters = "\n".join(
-        f"    counter {kind}_{n} {{ }}" for n in ATTACKERS for kind in ("pbx", "decoy", "any")
+        f"    counter {kind}_{n} {{ }}"
+        for n in WITNESSED
+        for kind in ("pbx", "decoy", "any", "sent")
     )
     body = "\n        ".join(rules)
+    sent = "\n        ".join(
+        f'ip saddr {addr} counter name "sent_{name}"' for name, addr in WITNESSED.items()
+    )
     # Input at filter priority: after sipdeflect's prerouting chains (raw and dstnat), so a
     # deflected packet arrives here with the decoy's port and a blocked one never does.
+    # "sent" counts on prerouting before sipdeflect's raw chain: everything that arrived.
     return f"""
 table inet sdflab {{
 {counters}
@@ -71,13 +79,18 @@ table inet sdflab {{
         type filter hook input priority filter; policy accept;
         {body}
     }}
+    chain arrived {{
+        type filter hook prerouting priority raw - 10; policy accept;
+        {sent}
+    }}
 }}
 """
 
 
 def config_text(workdir: Path, kamailio_log: Path, quiet_after: float = QUIET_AFTER) -> str:
-    """sipdeflect's defaults, but for where things live and quiet_after."""
-    return f"""# the lab's sipdeflect.toml: defaults except paths and quiet_after
+    """sipdeflect's defaults, but for where things live, quiet_after and how often the
+    block set's counters are read (the lab is short)."""
+    return f"""# the lab's sipdeflect.toml: defaults except paths, quiet_after, counters_every
 [decoy]
 port = {DECOY_PORT}
 pcap = "{workdir / "decoy.pcap"}"
@@ -88,6 +101,7 @@ format = "kamailio"
 quiet_after = "{quiet_after:g}s"
 [store]
 path = "{workdir / "state.db"}"
+counters_every = "2s"
 [control]
 socket = "{workdir / "run" / "ctl.sock"}"
 """
@@ -273,6 +287,10 @@ class PbxLab:
         """(to the PBX's SIP socket, to the decoy, to anything) for one attacker."""
         pbx, decoy, anything = (self.counter(f"{k}_{name}") for k in ("pbx", "decoy", "any"))
         return pbx, decoy, anything
+
+    def dropped(self, name: str) -> int:
+        """Packets from one attacker that arrived but reached no local input (the block)."""
+        return self.counter(f"sent_{name}") - self.counter(f"any_{name}")
 
     def element_count(self, set_name: str, addr: str) -> int:
         out = self.pbx.run(["nft", "list", "set", "inet", "sipdeflect", set_name]).stdout

@@ -15,11 +15,11 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from sipdeflect.decisions import Action, Decision
 from sipdeflect.render import escape
-from sipdeflect.report.traffic import Model
-from sipdeflect.store.sqlite import TRAFFIC_BUCKET
+from sipdeflect.report.traffic import Model, width_label
 
 COLORS = {"pbx": "#4c72b0", "decoy": "#dd8452", "dropped": "#8c8c8c"}
 LABELS = {"pbx": "reached the PBX", "decoy": "answered by the decoy", "dropped": "dropped"}
@@ -58,19 +58,30 @@ def _marks(ax: Axes, decisions: list[Decision], legend: bool) -> None:
         seen.add(d.action)
 
 
+def _stacked(ax: Axes, buckets: list[int], series: dict[str, list[int]], width: int) -> None:
+    """One filled step band per place, stacked (one more edge than buckets, so the last
+    bar is as wide as the others); empty buckets between are drawn as zero."""
+    if not buckets:
+        return
+    full = list(range(buckets[0], buckets[-1] + width, width))
+    index = {b: i for i, b in enumerate(buckets)}
+    xs = [_t(b) for b in [*full, full[-1] + width]]
+    bottom = [0] * len(full)
+    for place, color in COLORS.items():
+        vals = series.get(place, [])
+        per = [vals[index[b]] if b in index and vals else 0 for b in full]
+        if not any(per):
+            continue
+        tops = [a + b for a, b in zip(bottom, per, strict=True)]
+        ax.stairs(tops, xs, baseline=bottom, fill=True, color=color, label=LABELS[place])
+        bottom = tops
+
+
 def traffic_figure(m: Model) -> Figure:
     fig, ax = plt.subplots(figsize=(11, 4.2), layout="constrained")
-    if m.buckets:
-        # One more edge than buckets, so the last minute is drawn as wide as the others.
-        xs = [_t(b) for b in [*m.buckets, m.buckets[-1] + TRAFFIC_BUCKET]]
-        bottom = [0] * len(m.buckets)
-        for place, color in COLORS.items():
-            vals = m.series[place]
-            tops = [a + b for a, b in zip(bottom, vals, strict=True)]
-            ax.stairs(tops, xs, baseline=bottom, fill=True, color=color, label=LABELS[place])
-            bottom = tops
+    _stacked(ax, m.buckets, m.series, m.width)
     _marks(ax, m.marks, legend=True)
-    ax.set_ylabel("SIP packets per minute")
+    ax.set_ylabel(f"SIP packets per {width_label(m.width)}")
     ax.set_title("SIP traffic by where it went, with deflect and block moments")
     _time_axis(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
@@ -100,15 +111,17 @@ def timelines_figure(m: Model, n: int = 5) -> Figure:
         rows, 1, figsize=(11, 1.9 * rows + 0.6), sharex=True, layout="constrained", squeeze=False
     )
     for i, (ax, s) in enumerate(zip(axes[:, 0], top, strict=False)):
-        pts = sorted(m.per_source.get(s.source, {}).items())
-        if pts:
-            edges = [_t(b) for b, _ in pts] + [_t(pts[-1][0] + TRAFFIC_BUCKET)]
-            ax.stairs([v for _, v in pts], edges, color=COLORS["pbx"])
+        places = m.per_source.get(s.source, {})
+        buckets = sorted({b for per in places.values() for b in per})
+        series = {p: [per.get(b, 0) for b in buckets] for p, per in places.items()}
+        _stacked(ax, buckets, series, m.width)
         _marks(ax, s.decisions, legend=False)
-        ax.set_ylabel("pkts/min", fontsize=8)
+        ax.set_ylabel(f"pkts/{width_label(m.width)}", fontsize=8)
         ax.set_ylim(bottom=0)
-        ax.set_title(f"{s.source}: now {s.final_action}", fontsize=9, loc="left")
+        ax.set_title(f"{s.source}: last decision {s.final_action}", fontsize=9, loc="left")
         _time_axis(ax, label=i == len(top) - 1)
+    handles = [Patch(color=c, label=LABELS[p]) for p, c in COLORS.items()]
+    fig.legend(handles=handles, loc="outside upper right", ncols=3, fontsize=8)
     return fig
 
 
@@ -146,7 +159,7 @@ def write_report(m: Model, out: Path, title: str = "sipdeflect report") -> Path:
             f"<td>{accounts}</td><td>{uas}</td><td>{acts}</td></tr>"
         )
     span = (
-        f"{_utc(m.buckets[0])} to {_utc(m.buckets[-1] + 60)}"
+        f"{_utc(m.buckets[0])} to {_utc(m.buckets[-1] + m.width)}"
         if m.buckets
         else "no traffic recorded"
     )

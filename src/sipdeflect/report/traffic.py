@@ -1,13 +1,48 @@
-# Shapes store rows into what the report draws: per-minute series by place, top sources,
-# per-source timelines and what each source tried. Pure: rows in, plain values out.
+# Shapes store rows into what the report draws: series by place, top sources, per-source
+# timelines and what each source tried. Pure: rows in, plain values out. The store keeps
+# 10 s buckets (5 min after a day); the report re-bins them to a width that gives at most
+# MAX_BINS bars over the time covered, so a 30 s lab and a month both read well.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from math import gcd
 
 from sipdeflect.decisions import Action, Decision
-from sipdeflect.store.sqlite import PLACES, StoredEvent, TrafficRow
+from sipdeflect.store.sqlite import PLACES, TRAFFIC_BUCKET, StoredEvent, TrafficRow
+
+WIDTHS = (10, 30, 60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400)  # seconds per bar
+MAX_BINS = 200
+
+
+def bin_width(first: float, last: float, step: int = TRAFFIC_BUCKET) -> int:
+    """The narrowest width in WIDTHS, no finer than the rows' own ``step``, that covers
+    first..last in at most MAX_BINS bars."""
+    span = last - first + step
+    for w in WIDTHS:
+        if w >= step and span / w <= MAX_BINS:
+            return w
+    return WIDTHS[-1]
+
+
+def _step(buckets: Iterable[int]) -> int:
+    """The resolution rows were written at: the gcd of their distances (coarse old rows,
+    or a writer with wider buckets, must not be drawn as spikes with gaps between)."""
+    first, g = None, 0
+    for b in buckets:
+        if first is None:
+            first = b
+        g = gcd(g, b - first)
+    return max(g, TRAFFIC_BUCKET)
+
+
+def width_label(width: int) -> str:
+    if width % 3600 == 0:
+        return "hour" if width == 3600 else f"{width // 3600} h"
+    if width % 60 == 0:
+        return "minute" if width == 60 else f"{width // 60} min"
+    return f"{width} s"
 
 
 @dataclass(slots=True)
@@ -30,22 +65,34 @@ class SourceSummary:
 
 @dataclass(frozen=True, slots=True)
 class Model:
+    width: int  # seconds per bucket (bar)
     buckets: list[int]  # sorted bucket starts
     series: dict[str, list[int]]  # place -> packets per bucket
     sources: list[SourceSummary]  # most packets first
-    per_source: dict[str, dict[int, int]]  # source -> bucket -> packets (all places)
+    per_source: dict[str, dict[str, dict[int, int]]]  # source -> place -> bucket -> packets
     marks: list[Decision]  # deflect/block decisions, in time order
 
 
 def build_model(
-    traffic: Iterable[TrafficRow], events: Iterable[StoredEvent], decisions: Sequence[Decision]
+    traffic: Iterable[TrafficRow],
+    events: Iterable[StoredEvent],
+    decisions: Sequence[Decision],
+    width: int | None = None,
 ) -> Model:
+    rows = list(traffic)
+    if width is None and rows:
+        starts = {int(r.bucket) for r in rows}
+        width = bin_width(min(starts), max(starts), _step(starts))
+    width = width or 60
     by_bucket: dict[str, dict[int, int]] = {p: defaultdict(int) for p in PLACES}
-    per_source: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    per_source: dict[str, dict[str, dict[int, int]]] = defaultdict(
+        lambda: {p: defaultdict(int) for p in PLACES}
+    )
     summaries: dict[str, SourceSummary] = {}
-    for row in traffic:
-        by_bucket[row.place][row.bucket] += row.packets
-        per_source[row.source][row.bucket] += row.packets
+    for row in rows:
+        b = int(row.bucket) // width * width
+        by_bucket[row.place][b] += row.packets
+        per_source[row.source][row.place][b] += row.packets
         s = summaries.setdefault(row.source, SourceSummary(row.source))
         s.packets += row.packets
         s.bytes += row.bytes
@@ -72,9 +119,10 @@ def build_model(
     series = {p: [by_bucket[p].get(b, 0) for b in buckets] for p in PLACES}
     ranked = sorted(summaries.values(), key=lambda s: (-s.packets, s.source))
     return Model(
+        width,
         buckets,
         series,
         ranked,
-        {k: dict(v) for k, v in per_source.items()},
+        {k: {p: dict(v) for p, v in places.items()} for k, places in per_source.items()},
         sorted(marks, key=lambda d: d.at),
     )

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from sipdeflect.accounting import Diverted, Row
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.wire import WireDetector
 from sipdeflect.sources.bpf import pack, port_filter
@@ -57,23 +58,48 @@ def run_capture(
     *,
     clock: Callable[[], float] = time.time,
     poll: float = 0.2,
+    diverted: Diverted | None = None,
+    on_traffic: Callable[[list[Row]], None] | None = None,
+    every: float = 1.0,
 ) -> int:
-    """Feed captured frames to the detector until ``stop`` is set; returns frames seen."""
+    """Feed captured frames to the detector until ``stop`` is set; returns frames seen.
+
+    Packets from or to a ``diverted`` address (deflected or blocked: the decoy or the
+    firewall accounts for them) are skipped. With ``on_traffic``, the detector's tally of
+    what reached the PBX is handed over every ``every`` seconds (and at the end) as rows,
+    from this thread: the tally is only ever touched here."""
     sock.settimeout(poll)
     frames = 0
-    while not stop.is_set():
-        try:
-            frame, addr = sock.recvfrom(65535)
-        except TimeoutError:
-            continue
-        if addr[2] == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK:
-            continue
-        frames += 1
-        seg = decode(frame, DLT_EN10MB)
-        if seg is None:
-            continue
-        for ev in detector.packet(
-            seg.src, seg.sport, seg.dst, seg.dport, seg.payload, now=clock(), tcp=seg.tcp
-        ):
-            on_event(ev)
+    tally = detector.tally
+    due = clock() + every
+    try:
+        while not stop.is_set():
+            try:
+                frame, addr = sock.recvfrom(65535)
+            except TimeoutError:
+                frame = b""
+            now = clock()
+            if on_traffic is not None and tally is not None and now >= due:
+                due = now + every
+                if len(tally):
+                    on_traffic(tally.drain(now))
+            if not frame or (addr[2] == PACKET_OUTGOING and addr[3] == ARPHRD_LOOPBACK):
+                continue
+            frames += 1
+            seg = decode(frame, DLT_EN10MB)
+            if seg is None:
+                continue
+            if diverted is not None and (
+                seg.src in diverted.addrs
+                or seg.dst in diverted.addrs
+                or (diverted.nets and diverted.covers(seg.src, seg.dst))
+            ):
+                continue
+            for ev in detector.packet(
+                seg.src, seg.sport, seg.dst, seg.dport, seg.payload, now=now, tcp=seg.tcp
+            ):
+                on_event(ev)
+    finally:
+        if on_traffic is not None and tally is not None and len(tally):
+            on_traffic(tally.drain(clock()))
     return frames

@@ -41,7 +41,11 @@ CREATE TABLE IF NOT EXISTS traffic (
     PRIMARY KEY (source, bucket, place)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS traffic_bucket ON traffic (bucket);
 """
-TRAFFIC_BUCKET = 60  # seconds: the resolution traffic is kept at
+# Traffic is kept in 10 s buckets for a day, then in 5 min buckets until the retention
+# ends: a busy source costs at most 8,640 rows for its first day and 288 a day after.
+TRAFFIC_BUCKET = 10  # seconds: the resolution recent traffic is kept at
+COARSE_BUCKET = 300  # seconds: the resolution of traffic older than COARSE_AFTER
+COARSE_AFTER = 86400.0
 PLACES = ("pbx", "decoy", "dropped")  # where a source's packets went
 SCHEMA_VERSION = "1"
 
@@ -237,7 +241,7 @@ class SqliteStore:
 
     # -- traffic -----------------------------------------------------------------------------
     def account(self, rows: Iterable[tuple[str, float, str, int, int, int]]) -> None:
-        """Add (source, time, place, packets, bytes, replies) into per-minute buckets."""
+        """Add (source, time, place, packets, bytes, replies) into TRAFFIC_BUCKET buckets."""
         data = []
         for source, at, place, packets, nbytes, replies in rows:
             if place not in PLACES:
@@ -286,6 +290,7 @@ class SqliteStore:
         with self._tx() as db:
             n = db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
             n += db.execute("DELETE FROM traffic WHERE bucket < ?", (cutoff,)).rowcount
+            n += _coarsen(db, now - COARSE_AFTER)
 
             n += db.execute("DELETE FROM decisions WHERE at < ?", (cutoff,)).rowcount
             n += db.execute(
@@ -312,3 +317,22 @@ class _Tx:
 
 def _net(text: str) -> Network:
     return ipaddress.ip_network(text, strict=False)
+
+
+def _coarsen(db: sqlite3.Connection, before: float) -> int:
+    """Merge traffic rows older than ``before`` into COARSE_BUCKET buckets; rows removed.
+    Idempotent: merging rows that are already coarse leaves their sums unchanged."""
+    edge = int(before) // COARSE_BUCKET * COARSE_BUCKET
+    fine = db.execute(
+        "SELECT count(*) FROM traffic WHERE bucket < ? AND bucket % ? != 0", (edge, COARSE_BUCKET)
+    ).fetchone()[0]
+    if not fine:
+        return 0
+    merged = db.execute(
+        "SELECT source, bucket - bucket % ?1 AS b, place, sum(packets), sum(bytes), sum(replies) "
+        "FROM traffic WHERE bucket < ?2 GROUP BY source, b, place",
+        (COARSE_BUCKET, edge),
+    ).fetchall()
+    before_rows = db.execute("DELETE FROM traffic WHERE bucket < ?", (edge,)).rowcount
+    db.executemany("INSERT INTO traffic VALUES (?, ?, ?, ?, ?, ?)", merged)
+    return int(before_rows - len(merged))
