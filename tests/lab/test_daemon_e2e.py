@@ -186,7 +186,13 @@ def test_every_attack_is_deflected_quits_and_is_blocked_and_the_customer_never_f
         # capture was down while sipdeflect was killed). Dropped (the block set's own
         # counters): at least the 5 packets each sent after its block, never more than
         # arrived and reached no input.
-        acc = _accounted(SqliteStore(tmp_path / "state.db"))
+        store = SqliteStore(tmp_path / "state.db")
+        # The decoy's "200 OK" leaves with the PBX's port; the wire must not take it for a
+        # login the PBX accepted (that would shield the attacker from evidence for 24 h).
+        for addr in ATTACKERS.values():
+            kinds = {e.kind for e in store.events(addr)}
+            assert "auth_succeeded" not in kinds, (addr, kinds)
+        acc = _accounted(store)
         for name, addr in WITNESSED.items():
             assert acc.get((addr, "pbx"), 0) <= lab.counts(name)[0], (name, acc)
         assert acc[(CUSTOMER, "pbx")] >= 0.7 * lab.counts("customer")[0], acc
