@@ -156,3 +156,53 @@ def build(
         b"Content-Length: 0\r\n\r\n"
         % (status, phrase, via_block, from_v, to_v, call_id, cseq, extra)
     )
+
+
+class Memo:
+    """scan() and build() remembered per exact datagram. A flood resends the same bytes
+    from each source for hours (the write-up's friendly-scanner flood; retransmissions),
+    and both functions are pure, so a repeat skips them: the answer is still decided, and
+    guarded, per packet by the caller. Bounded: datagrams up to ``max_size`` bytes, at
+    most ``cap`` scans and ``cap`` replies, each table emptied when full."""
+
+    def __init__(self, cap: int = 2048, max_size: int = 1500) -> None:
+        self.cap = cap
+        self.max_size = max_size
+        self.scans: dict[bytes, Scanned | None] = {}
+        self.replies: dict[tuple[bytes, tuple[str, int], int], bytes] = {}
+
+    def scan(self, data: bytes) -> Scanned | None:
+        scans = self.scans
+        hit = scans.get(data, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
+        scanned = scan(data)
+        if len(data) <= self.max_size:
+            if len(scans) >= self.cap:
+                scans.clear()
+            scans[data] = scanned
+        return scanned
+
+    def reply(
+        self,
+        data: bytes,
+        index: dict[str, bytes],
+        vias: Sequence[bytes],
+        status: int,
+        source: tuple[str, int],
+    ) -> bytes:
+        """build(index, vias, status, source, clean=True) for the scan of ``data``, with no
+        extra header fields: what a flood's repeats get."""
+        key = (data, source, status)
+        replies = self.replies
+        out = replies.get(key)
+        if out is None:
+            out = build(index, vias, status, source, clean=True)
+            if len(data) <= self.max_size:
+                if len(replies) >= self.cap:
+                    replies.clear()
+                replies[key] = out
+        return out
+
+
+_MISS = object()
