@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from sipdeflect.decoy import fastpath
+from sipdeflect.decoy.strategy import prepare
 from sipdeflect.errors import SipParseError
 from sipdeflect.sip import Request, build_response, parse
 from tests.decoy.helpers import CAPTURED, VECTORS, sip
@@ -97,10 +98,11 @@ def test_memo_answers_as_scan_and_build_and_stays_bounded() -> None:
     for _ in range(2):  # the second pass hits the memo (for the last few) or refills it
         for data in datas:
             scanned = fastpath.scan(data)
-            assert memo.scan(data) == scanned
             if scanned is None:
+                assert memo.scan(data) is None
                 continue
-            _method, index, vias = scanned
+            method, index, vias = scanned
+            assert memo.scan(data) == (scanned, prepare(method, index))
             for src in sources:  # the same bytes from two sources: each its own Via
                 for status in (200, 404):
                     assert memo.reply(data, index, vias, status, src) == fastpath.build(

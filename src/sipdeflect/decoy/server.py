@@ -22,8 +22,8 @@ from sipdeflect.decoy.strategy import (
     INVITE_CHALLENGED,
     Persona,
     answer_headers,
-    aor_key,
-    decide_fields,
+    decide_prepared,
+    prepare,
     untagged,
 )
 from sipdeflect.errors import SipParseError
@@ -121,10 +121,10 @@ class Decoy:
         """handle() with the lock held and the clock read."""
         self.summary.messages += 1
         memo = self.memo
-        scanned = memo.scan(data)
+        hit = memo.scan(data)
         request: Request | None = None
-        clean = scanned is not None
-        if scanned is None:  # not a plain request: the SIP core decides
+        clean = hit is not None
+        if hit is None:  # not a plain request: the SIP core decides
             try:
                 msg = parse(data)
             except SipParseError as exc:
@@ -134,14 +134,16 @@ class Decoy:
                 self._drop(data, src, "a response, not a request", transport)
                 return None
             request = msg
-            index = msg.headers.index
-            scanned = (msg.method, index, [v for n, v in msg.headers.fields if n == "via"])
-        method, index, vias = scanned
+            method, index = msg.method, msg.headers.index
+            vias = [v for n, v in msg.headers.fields if n == "via"]
+            prepared = prepare(method, index)
+        else:
+            (method, index, vias), prepared = hit
         guard = self.guard
         st = guard.state(src[0], now)
         st.requests += 1
         st.last = now
-        ans = decide_fields(method, index, st.challenged)
+        ans = decide_prepared(prepared, st.challenged)
         if ans.status is None:
             st.closed = False
             self.summary.answers[ans.name] += 1
@@ -179,7 +181,7 @@ class Decoy:
                 self._drop(data, src, "answer would be larger than the request", transport)
                 return None
         if ans.remember:
-            st.challenged = aor_key(index)
+            st.challenged = prepared[3]  # aor_key(index)
         elif ans.remember_invite:
             st.challenged = INVITE_CHALLENGED
         elif ans.forget:
