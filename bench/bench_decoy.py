@@ -7,8 +7,12 @@
 # sockets so only the target's drops count). Targets, measured in the same run:
 #   decoy     python -m sipdeflect decoy --reply-budget 0 (every flood packet answered;
 #             the default budget would drop most replies and flatter the figure)
+#   decoy-unique  the same decoy flooded with datagrams that all differ (loadgen --unique):
+#             no repeat can be answered from its per-datagram memo
 #   decoy-kbuf  the same with --rcvbuf 0: the kernel's default receive buffer, as the
 #             other targets run with
+#   decoy-plain (only with --targets) --batch 0: one recvmsg/sendto per datagram, to weigh
+#             recvmmsg/sendmmsg through ctypes against the plain loop
 #   kamailio  Debian's Kamailio, children=1, sl_send_reply("200","OK") (bench/data/)
 #   ruby      the write-up's responder, verbatim, with Debian's ruby (bench/data/)
 # plus the decoy's peak RSS. Results: bench/results/decoy.json.
@@ -37,7 +41,15 @@ LOSS_LIMIT = 0.01
 # The Ruby script hard-codes 5061. "decoy-kbuf" is the decoy with the kernel's default
 # receive buffer, like the other two targets: it separates the decoy's speed from the
 # burst absorption its 4 MiB buffer buys.
-PORTS = {"decoy": 5060, "kamailio": 5062, "ruby": 5061, "decoy-kbuf": 5063}
+PORTS = {
+    "decoy": 5060,
+    "kamailio": 5062,
+    "ruby": 5061,
+    "decoy-kbuf": 5063,
+    "decoy-unique": 5064,
+    "decoy-plain": 5065,
+}
+UNIQUE = {"decoy-unique"}  # flooded with loadgen --unique
 
 
 def target_argv(name: str, port: int, quiet: bool, tmp: str) -> list[str]:
@@ -46,6 +58,8 @@ def target_argv(name: str, port: int, quiet: bool, tmp: str) -> list[str]:
         argv += ["--reply-budget", "0", "--no-tcp"]
         if name == "decoy-kbuf":
             argv += ["--rcvbuf", "0"]
+        if name == "decoy-plain":
+            argv += ["--batch", "0"]
         return argv + (["--quiet"] if quiet else [])
     if name == "kamailio":
         cfg = HERE / "data" / "kamailio-stateless.cfg"
@@ -90,7 +104,9 @@ def wait_answering(ns: Netns, port: int, deadline: float = 15.0) -> bool:
     return False
 
 
-def step(ns: Netns, port: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+def step(
+    ns: Netns, port: int, rate: float, args: argparse.Namespace, unique: bool = False
+) -> dict[str, Any]:
     before = ns.snmp_counter("Udp", "RcvbufErrors")
     res = ns.run(
         [
@@ -107,6 +123,7 @@ def step(ns: Netns, port: int, rate: float, args: argparse.Namespace) -> dict[st
             str(int(rate)),
             "--seconds",
             str(args.seconds),
+            *(["--unique"] if unique else []),
         ],
         timeout=args.seconds * 3 + 30,
     )
@@ -208,7 +225,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
                     for x in searches:
                         if x.done or procs[x.name].poll() is not None:
                             continue
-                        s = step(ns, x.port, x.next_rate(), args)
+                        s = step(ns, x.port, x.next_rate(), args, x.name in UNIQUE)
                         x.record(s)
                         print(
                             f"    {x.name:9s} {s['rate']:>7}/s sent {s['sent']:>7} "
@@ -229,7 +246,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
                     results.setdefault(name, {})["error"] = (
                         f"{name} exited with {procs[name].returncode} during the run"
                     )
-            for name in ("decoy", "decoy-kbuf"):
+            for name in ("decoy", "decoy-unique", "decoy-kbuf", "decoy-plain"):
                 if name in procs and name in results:
                     results[name]["peak_rss_mib"] = peak_rss_mib(procs[name].pid)
         finally:
@@ -246,7 +263,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="./dev bench decoy", description=__doc__)
-    ap.add_argument("--targets", default="decoy,decoy-kbuf,kamailio,ruby")
+    ap.add_argument("--targets", default="decoy,decoy-unique,decoy-kbuf,kamailio,ruby")
     ap.add_argument("--sources", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=2.0, help="flood length per step")
     ap.add_argument("--start", type=float, default=2000)
@@ -281,7 +298,7 @@ def main(argv: list[str]) -> int:
         "capacity_per_s": {k: v.get("capacity") for k, v in results.items()},
     }
     cap = figures["capacity_per_s"]
-    for mine in ("decoy", "decoy-kbuf"):
+    for mine in ("decoy", "decoy-unique", "decoy-kbuf", "decoy-plain"):
         for other in ("kamailio", "ruby"):
             if cap.get(mine) and cap.get(other):
                 figures[f"{mine}_vs_{other}"] = round(cap[mine] / cap[other], 2)

@@ -3,6 +3,8 @@
 # source (the write-up's friendly-scanner REGISTER), sent round-robin at a paced rate in
 # 1 ms slices; replies are drained every 20 ms so the generator's own sockets never overflow
 # (the benchmark reads the kernel's UdpRcvbufErrors and must see only the target's drops).
+# With --unique every datagram differs (a counter in the Via branch, as a scanner that
+# varies its requests), so a target cannot answer a repeat from memory.
 # Bounded: it stops after --seconds, or after --max-packets, whichever comes first.
 # Prints one JSON object: sent, replies, seconds, achieved rate.
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, required=True, help="datagrams per second")
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--max-packets", type=int, default=2_000_000)
+    ap.add_argument("--unique", action="store_true", help="make every datagram different")
     args = ap.parse_args(argv)
     host, _, port_s = args.dst.rpartition(":")
     if not host.startswith(LOOPBACK_ONLY):
@@ -61,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         s.bind((source_address(i), 0))
         socks.append(s)
         msgs.append(register(source_address(i), s.getsockname()[1], host, i))
-    pairs = [(s.sendto, m) for s, m in zip(socks, msgs, strict=True)]
+    # (send, datagram, offset of the branch's 10 digits); bytearrays only when --unique
+    pairs = [
+        (s.sendto, bytearray(m) if args.unique else m, m.index(b"z9hG4bK-") + 8)
+        for s, m in zip(socks, msgs, strict=True)
+    ]
     n_pairs = len(pairs)
     total = min(args.max_packets, int(args.rate * args.seconds))
     sent = replies = 0
@@ -86,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             break  # the generator cannot keep up: stop anyway, bounded in time
         due = min(total, int((now - t0) * args.rate) + 1)
         while sent < due:
-            send, msg = pairs[k]
+            send, msg, mark = pairs[k]
+            if args.unique:
+                msg[mark : mark + 10] = b"%010d" % sent  # type: ignore[index]
             k += 1
             if k == n_pairs:
                 k = 0

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from sipdeflect.decoy import fastpath
+from sipdeflect.decoy.strategy import prepare
 from sipdeflect.errors import SipParseError
 from sipdeflect.sip import Request, build_response, parse
 from tests.decoy.helpers import CAPTURED, VECTORS, sip
@@ -88,3 +89,27 @@ def test_fuzzed_corpus_never_takes_what_the_core_rejects() -> None:
             taken += 1
             agree(data)
     assert taken > 1000  # the corpus exercised the fast path, not only the deferral
+
+
+def test_memo_answers_as_scan_and_build_and_stays_bounded() -> None:
+    memo = fastpath.Memo(cap=8)
+    datas = [*CAPTURED.values(), *(sip("REGISTER", user=str(u), pad=10) for u in range(20))]
+    sources = [("203.0.113.5", 5099), ("198.51.100.9", 40000)]
+    for _ in range(2):  # the second pass hits the memo (for the last few) or refills it
+        for data in datas:
+            scanned = fastpath.scan(data)
+            if scanned is None:
+                assert memo.scan(data) is None
+                continue
+            method, index, vias = scanned
+            assert memo.scan(data) == (scanned, prepare(method, index))
+            for src in sources:  # the same bytes from two sources: each its own Via
+                for status in (200, 404):
+                    assert memo.reply(data, index, vias, status, src) == fastpath.build(
+                        index, vias, status, src
+                    )
+            assert len(memo.scans) <= 8
+            assert len(memo.replies) <= 8
+    big = sip("REGISTER", pad=2000)
+    memo.scan(big)
+    assert big not in memo.scans  # oversized datagrams are not kept

@@ -16,7 +16,7 @@ from rich.table import Table
 from sipdeflect.decoy.events import DropLog, JsonLines, LinePrinter, Summary
 from sipdeflect.decoy.guard import DEFAULT_BUDGET, DEFAULT_CAP
 from sipdeflect.decoy.runner import parse_listen, start
-from sipdeflect.decoy.server import DEFAULT_RCVBUF
+from sipdeflect.decoy.server import BATCH, DEFAULT_RCVBUF
 from sipdeflect.decoy.strategy import Persona
 from sipdeflect.errors import UsageError
 from sipdeflect.pcapsink import PcapSink, decoy_sink, open_pcap
@@ -71,6 +71,11 @@ def run(
         "--rcvbuf",
         help="UDP receive buffer in bytes (absorbs bursts); 0 = the kernel default.",
     ),
+    batch: int = typer.Option(
+        BATCH,
+        "--batch",
+        help="UDP datagrams per recvmmsg/sendmmsg call (Linux); 0 = one recvmsg/sendto each.",
+    ),
     realm: str = typer.Option("asterisk", "--realm", help="Realm in the decoy's challenges."),
     server: str | None = typer.Option(
         None, "--server", help="Server header to claim (default: none; never the real one)."
@@ -80,9 +85,10 @@ def run(
     ),
 ) -> None:
     """Answer SIP scanners so that they give up (runs in the foreground; Ctrl-C to stop)."""
-    if reply_budget < 0 or max_sources < 1 or workers < 1 or rcvbuf < 0:
+    if reply_budget < 0 or max_sources < 1 or workers < 1 or rcvbuf < 0 or batch < 0:
         raise UsageError(
-            "need --reply-budget >= 0, --max-sources >= 1, --workers >= 1, --rcvbuf >= 0"
+            "need --reply-budget >= 0, --max-sources >= 1, --workers >= 1, --rcvbuf >= 0, "
+            "--batch >= 0"
         )
     listens = [parse_listen(x) for x in listen]
     out = Console(highlight=False, soft_wrap=True)
@@ -112,6 +118,7 @@ def run(
         workers=workers,
         tcp=not no_tcp,
         rcvbuf=rcvbuf,
+        batch=batch,
     )
     err.print(
         f"decoy listening on {', '.join(str(x) for x in listens)} "

@@ -12,6 +12,7 @@ import re
 import zlib
 from collections.abc import Sequence
 
+from sipdeflect.decoy.strategy import Prepared, prepare
 from sipdeflect.errors import SipParseError
 from sipdeflect.sip.build import reason_phrase, top_via_with_source
 from sipdeflect.sip.fields import TOKEN, canonical_name, split_list
@@ -156,3 +157,56 @@ def build(
         b"Content-Length: 0\r\n\r\n"
         % (status, phrase, via_block, from_v, to_v, call_id, cseq, extra)
     )
+
+
+class Memo:
+    """scan() (with strategy.prepare()) and build() remembered per exact datagram. A flood
+    resends the same bytes from each source for hours (the write-up's friendly-scanner
+    flood; retransmissions), and these functions are pure, so a repeat skips them: the
+    answer is still decided, and guarded, per packet by the caller. Bounded: datagrams up
+    to ``max_size`` bytes, at most ``cap`` scans and ``cap`` replies, each table emptied
+    when full."""
+
+    def __init__(self, cap: int = 2048, max_size: int = 1500) -> None:
+        self.cap = cap
+        self.max_size = max_size
+        self.scans: dict[bytes, tuple[Scanned, Prepared] | None] = {}
+        self.replies: dict[tuple[bytes, tuple[str, int], int], bytes] = {}
+
+    def scan(self, data: bytes) -> tuple[Scanned, Prepared] | None:
+        """(scan(data), prepare(method, index)), or None when scan() defers."""
+        scans = self.scans
+        hit = scans.get(data, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
+        scanned = scan(data)
+        out = None if scanned is None else (scanned, prepare(scanned[0], scanned[1]))
+        if len(data) <= self.max_size:
+            if len(scans) >= self.cap:
+                scans.clear()
+            scans[data] = out
+        return out
+
+    def reply(
+        self,
+        data: bytes,
+        index: dict[str, bytes],
+        vias: Sequence[bytes],
+        status: int,
+        source: tuple[str, int],
+    ) -> bytes:
+        """build(index, vias, status, source, clean=True) for the scan of ``data``, with no
+        extra header fields: what a flood's repeats get."""
+        key = (data, source, status)
+        replies = self.replies
+        out = replies.get(key)
+        if out is None:
+            out = build(index, vias, status, source, clean=True)
+            if len(data) <= self.max_size:
+                if len(replies) >= self.cap:
+                    replies.clear()
+                replies[key] = out
+        return out
+
+
+_MISS = object()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 DEFAULT_CAP = 65_536
@@ -116,7 +116,7 @@ class Guard:
         return st
 
     def refuse(
-        self, st: SourceState, port: int, ancdata: list[tuple[int, int, bytes]] | None
+        self, st: SourceState, port: int, ancdata: Sequence[tuple[int, int, bytes]] | None
     ) -> str | None:
         """Why no reply may go to this destination, or None. ``ancdata`` is the datagram's
         IP_PKTINFO; it is read only for loopback and own-address sources (None = not lo)."""
@@ -149,7 +149,7 @@ class Guard:
 LO_INDEX = socket.if_nametoindex("lo") if hasattr(socket, "if_nametoindex") else 1
 
 
-def arrived_on_lo(ancdata: list[tuple[int, int, bytes]], lo_index: int = LO_INDEX) -> bool:
+def arrived_on_lo(ancdata: Sequence[tuple[int, int, bytes]], lo_index: int = LO_INDEX) -> bool:
     """True when IP_PKTINFO / IPV6_PKTINFO ancillary data names the loopback interface."""
     for level, kind, data in ancdata:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 4:

@@ -20,6 +20,7 @@ from pyroute2 import IPRoute
 from sipdeflect.decoy.events import Hub, Summary
 from sipdeflect.decoy.guard import Guard
 from sipdeflect.decoy.server import (
+    BATCH,
     DEFAULT_RCVBUF,
     Decoy,
     Listen,
@@ -76,6 +77,8 @@ class Running:
         tcp: list[socket.socket],
         workers: list[tuple[multiprocessing.process.BaseProcess, Connection]],
         refresh_local: bool,
+        *,
+        batch: int = BATCH,
     ) -> None:
         self.decoy = decoy
         self.udp = udp
@@ -83,7 +86,7 @@ class Running:
         self.workers = workers
         self.stop_event = threading.Event()
         self.threads = [
-            threading.Thread(target=serve_udp, args=(decoy, s, self.stop_event), daemon=True)
+            threading.Thread(target=serve_udp, args=(decoy, s, self.stop_event, batch), daemon=True)
             for s in udp
         ]
         if tcp:
@@ -135,6 +138,7 @@ def _worker(  # noqa: PLR0917 - the fork target's argument tuple
     persona: Persona,
     rcvbuf: int,
     conn: Connection,
+    batch: int = BATCH,
 ) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -142,7 +146,7 @@ def _worker(  # noqa: PLR0917 - the fork target's argument tuple
     decoy = Decoy(guard=Guard(budget=budget, cap=cap, local=local_addresses()), persona=persona)
     socks = [udp_socket(listen, reuseport=True, rcvbuf=rcvbuf) for listen in listens]
     threads = [
-        threading.Thread(target=serve_udp, args=(decoy, s, stop), daemon=True) for s in socks
+        threading.Thread(target=serve_udp, args=(decoy, s, stop, batch), daemon=True) for s in socks
     ]
     for t in threads:
         t.start()
@@ -167,6 +171,7 @@ def start(
     local: Iterable[str] | None = None,
     socket_factory: SocketFactory = socket.socket,
     rcvbuf: int = DEFAULT_RCVBUF,
+    batch: int = BATCH,
 ) -> Running:
     """Bind, fork workers (before any thread), start threads. UsageError if a bind fails."""
     listens = list(listens)
@@ -187,11 +192,13 @@ def start(
     for _ in range(workers - 1):
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(
-            target=_worker, args=(listens, budget, cap, persona, rcvbuf, child), daemon=True
+            target=_worker,
+            args=(listens, budget, cap, persona, rcvbuf, child, batch),
+            daemon=True,
         )
         proc.start()
         procs.append((proc, parent))
     refresh = local is None
     guard = Guard(budget=budget, cap=cap, local=local_addresses() if local is None else local)
     decoy = Decoy(guard=guard, persona=persona, hub=Hub(sinks))
-    return Running(decoy, udp, tcps, procs, refresh)
+    return Running(decoy, udp, tcps, procs, refresh, batch=batch)

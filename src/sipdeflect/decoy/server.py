@@ -11,18 +11,19 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sipdeflect.decoy import fastpath
+from sipdeflect.decoy import fastpath, mmsg
 from sipdeflect.decoy.events import DecoyEvent, Hub, Summary
 from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_RECVPKTINFO, Guard
+from sipdeflect.decoy.mmsg import Packet
 from sipdeflect.decoy.strategy import (
     INVITE_CHALLENGED,
     Persona,
     answer_headers,
-    aor_key,
-    decide_fields,
+    decide_prepared,
+    prepare,
     untagged,
 )
 from sipdeflect.errors import SipParseError
@@ -66,6 +67,7 @@ class Decoy:
         self.summary = Summary()
         self.clock = clock
         self.lock = threading.Lock()  # the UDP threads and the TCP thread share state
+        self.memo = fastpath.Memo()  # pure work remembered per datagram (under the lock)
 
     def _drop(self, data: bytes, src: tuple[str, int], why: str, transport: str) -> None:
         s = self.summary
@@ -87,11 +89,42 @@ class Decoy:
         unknown and therefore false. For TCP the handshake proved the source, so only the
         strategy applies (no size rule, no reply budget).
         """
+        with self.lock:
+            return self._handle(data, src, ancdata, transport, self.clock())
+
+    def handle_batch(self, packets: Sequence[Packet]) -> list[tuple[int, bytes]]:
+        """handle() for each UDP datagram of a batch, under one lock and one clock read
+        (the batch arrived within one system call); (index in ``packets``, reply) for the
+        ones that get a reply. The guard still applies to every packet on its own."""
+        replies: list[tuple[int, bytes]] = []
+        now = self.clock()
+        answer = self._handle
+        with self.lock:
+            for i, (data, src, anc) in enumerate(packets):
+                try:
+                    out = answer(data, src, anc, "udp", now)
+                except Exception as exc:  # never crash on one packet; record it
+                    self._drop(data, src, f"internal error: {type(exc).__name__}", "udp")
+                    continue
+                if out is not None:
+                    replies.append((i, out))
+        return replies
+
+    def _handle(
+        self,
+        data: bytes,
+        src: tuple[str, int],
+        ancdata: Sequence[tuple[int, int, bytes]] | None,
+        transport: str,
+        now: float,
+    ) -> bytes | None:
+        """handle() with the lock held and the clock read."""
         self.summary.messages += 1
-        scanned = fastpath.scan(data)
+        memo = self.memo
+        hit = memo.scan(data)
         request: Request | None = None
-        clean = scanned is not None
-        if scanned is None:  # not a plain request: the SIP core decides
+        clean = hit is not None
+        if hit is None:  # not a plain request: the SIP core decides
             try:
                 msg = parse(data)
             except SipParseError as exc:
@@ -101,59 +134,62 @@ class Decoy:
                 self._drop(data, src, "a response, not a request", transport)
                 return None
             request = msg
-            index = msg.headers.index
-            scanned = (msg.method, index, [v for n, v in msg.headers.fields if n == "via"])
-        method, index, vias = scanned
-        now = self.clock()
+            method, index = msg.method, msg.headers.index
+            vias = [v for n, v in msg.headers.fields if n == "via"]
+            prepared = prepare(method, index)
+        else:
+            (method, index, vias), prepared = hit
         guard = self.guard
-        with self.lock:
-            st = guard.state(src[0], now)
-            st.requests += 1
-            st.last = now
-            ans = decide_fields(method, index, st.challenged)
-            if ans.status is None:
-                st.closed = False
-                self.summary.answers[ans.name] += 1
-                if self.events:
-                    self.hub.put(
-                        DecoyEvent(
-                            now, src, transport, data, request, ans.name, None, ans.why, 0, method
-                        )
+        st = guard.state(src[0], now)
+        st.requests += 1
+        st.last = now
+        ans = decide_prepared(prepared, st.challenged)
+        if ans.status is None:
+            st.closed = False
+            self.summary.answers[ans.name] += 1
+            if self.events:
+                self.hub.put(
+                    DecoyEvent(
+                        now, src, transport, data, request, ans.name, None, ans.why, 0, method
                     )
+                )
+            return None
+        udp = transport == "udp"
+        if udp:
+            refusal = guard.refuse(st, src[1], ancdata)
+            if refusal is None and not guard.take(st, now):
+                refusal = "reply budget: per-destination rate exhausted"
+            if refusal is not None:
+                self._drop(data, src, refusal, transport)
                 return None
-            udp = transport == "udp"
-            if udp:
-                refusal = guard.refuse(st, src[1], ancdata)
-                if refusal is None and not guard.take(st, now):
-                    refusal = "reply budget: per-destination rate exhausted"
-                if refusal is not None:
-                    self._drop(data, src, refusal, transport)
-                    return None
-            extra = answer_headers(ans, index, self.persona, now)
-            if ans.drop_from_tag:
-                index = {**index, "from": untagged(index.get("from", b""))}
+        extra = answer_headers(ans, index, self.persona, now)
+        if ans.drop_from_tag:
+            index = {**index, "from": untagged(index.get("from", b""))}
+        if clean and not extra and not ans.drop_from_tag:
+            out = memo.reply(data, index, vias, ans.status, src)
+        else:
             out = fastpath.build(index, vias, ans.status, src, extra, clean=clean)
-            smaller = ans.smaller
-            if udp and len(out) > len(data):
-                # RFC-sized challenges can outgrow a small request: try the table's smaller
-                # answer once, else stay silent (never amplify).
-                if smaller is not None and smaller.status is not None:
-                    ans = smaller
-                    extra = answer_headers(ans, index, self.persona, now)
-                    out = fastpath.build(index, vias, smaller.status, src, extra, clean=clean)
-                if len(out) > len(data):
-                    self._drop(data, src, "answer would be larger than the request", transport)
-                    return None
-            if ans.remember:
-                st.challenged = aor_key(index)
-            elif ans.remember_invite:
-                st.challenged = INVITE_CHALLENGED
-            elif ans.forget:
-                st.challenged = 0
-            st.closed = ans.closes
-            s = self.summary  # under the lock: several UDP threads share these counters
-            s.answered += 1
-            s.answers[ans.name] += 1
+        smaller = ans.smaller
+        if udp and len(out) > len(data):
+            # RFC-sized challenges can outgrow a small request: try the table's smaller
+            # answer once, else stay silent (never amplify).
+            if smaller is not None and smaller.status is not None:
+                ans = smaller
+                extra = answer_headers(ans, index, self.persona, now)
+                out = fastpath.build(index, vias, smaller.status, src, extra, clean=clean)
+            if len(out) > len(data):
+                self._drop(data, src, "answer would be larger than the request", transport)
+                return None
+        if ans.remember:
+            st.challenged = prepared[3]  # aor_key(index)
+        elif ans.remember_invite:
+            st.challenged = INVITE_CHALLENGED
+        elif ans.forget:
+            st.challenged = 0
+        st.closed = ans.closes
+        s = self.summary  # the lock is held: several UDP threads share these counters
+        s.answered += 1
+        s.answers[ans.name] += 1
         if self.events:
             self.hub.put(
                 DecoyEvent(
@@ -243,9 +279,16 @@ def enable_pktinfo(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
 
 
-def serve_udp(decoy: Decoy, sock: socket.socket, stop: threading.Event) -> None:
-    """The hot loop. Returns when ``stop`` is set and the socket is shut down."""
+BATCH = 64  # datagrams per recvmmsg/sendmmsg call
+
+
+def serve_udp(decoy: Decoy, sock: socket.socket, stop: threading.Event, batch: int = BATCH) -> None:
+    """The hot loop. Returns when ``stop`` is set and the socket is shut down. ``batch``
+    > 1 uses recvmmsg/sendmmsg where available (mmsg.py); 0 or 1: recvmsg + sendto."""
     enable_pktinfo(sock)
+    if batch > 1 and mmsg.available():
+        _serve_batches(decoy, mmsg.Batch(sock, batch), stop)
+        return
     handle = decoy.handle
     recvmsg = sock.recvmsg
     sendto = sock.sendto
@@ -266,6 +309,21 @@ def serve_udp(decoy: Decoy, sock: socket.socket, stop: threading.Event) -> None:
             continue  # e.g. unreachable destination: never stop the loop
         except Exception as exc:  # never crash on one packet; record it
             decoy._drop(data, src[:2], f"internal error: {type(exc).__name__}", "udp")
+
+
+def _serve_batches(decoy: Decoy, batch: mmsg.Batch, stop: threading.Event) -> None:
+    recv, send, handle_batch = batch.recv, batch.send, decoy.handle_batch
+    while not stop.is_set():
+        try:
+            packets = recv()
+        except OSError:
+            if stop.is_set():
+                return
+            continue
+        if packets:
+            replies = handle_batch(packets)
+            if replies:
+                send(replies)
 
 
 def serve_tcp(decoy: Decoy, listeners: Iterable[socket.socket], stop: threading.Event) -> None:

@@ -199,22 +199,42 @@ def aor_key(index: Index) -> int:
     return zlib.crc32(index.get("to", b"")) or 1
 
 
+Prepared = tuple[str, bool, bool, int]  # (method class, auth, probe, aor_key)
+
+
+def prepare(method: str, index: Index) -> Prepared:
+    """What the table needs from the request alone (the per-source part comes later)."""
+    return (
+        _METHOD_CLASS.get(method, "UNKNOWN"),
+        "authorization" in index or "proxy-authorization" in index,
+        SVCRACK_PROBE_TAG in index.get("from", b""),
+        aor_key(index),
+    )
+
+
 def features(method: str, index: Index, challenged: int) -> tuple[str, bool, bool, bool]:
     """The table's inputs. ``challenged`` is the AOR key this source was last challenged for."""
-    auth = "authorization" in index or "proxy-authorization" in index
-    probe = SVCRACK_PROBE_TAG in index.get("from", b"")
-    cls = _METHOD_CLASS.get(method, "UNKNOWN")
+    return features_prepared(prepare(method, index), challenged)
+
+
+def features_prepared(prepared: Prepared, challenged: int) -> tuple[str, bool, bool, bool]:
+    cls, auth, probe, aor = prepared
     # For INVITE any earlier INVITE challenge counts: svwar moves on to the next extension.
     if cls == "INVITE":
         repeat = challenged == INVITE_CHALLENGED
     else:
-        repeat = challenged != 0 and challenged == aor_key(index)
+        repeat = challenged != 0 and challenged == aor
     return (cls, auth, probe, repeat)
 
 
 def decide_fields(method: str, index: Index, challenged: int) -> Answer:
-    """The answer for a request given as method + header index (the decoy's hot path)."""
+    """The answer for a request given as method + header index."""
     return _COMPILED[features(method, index, challenged)]
+
+
+def decide_prepared(prepared: Prepared, challenged: int) -> Answer:
+    """The answer for a prepared request (the decoy's hot path)."""
+    return _COMPILED[features_prepared(prepared, challenged)]
 
 
 def decide(request: Request, challenged: int) -> Answer:
