@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -130,3 +131,32 @@ def test_a_command_run_by_name_imports_only_its_module(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.splitlines()[0])["source"] == "198.51.100.1"
     assert "['sipdeflect.commands.logscan']" in res.stderr
+
+
+def test_json_lines_are_valid_json_for_every_event_of_a_hostile_log(tmp_path: Path) -> None:
+    # The JSON is formatted by hand for speed: every line must still be exactly the
+    # contract, across many events (control characters, quotes, backslashes, U+2028).
+    import random
+
+    from sipdeflect.detect.logs import FORMATS, Context
+    from tests.detect.test_scan import SEEDS, mutate
+
+    rnd = random.Random(5)
+    hostile = ['"', "\\", "\x00", "\x1b[2J", "\u2028", "\u00e9", "'"]
+    lines = []
+    for _ in range(2000):
+        line = mutate(rnd, rnd.choice(SEEDS[:8]))
+        i = rnd.randrange(len(line) + 1)
+        lines.append(line[:i] + rnd.choice(hostile) + line[i:])
+    log = tmp_path / 'a "log".txt'
+    log.write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["logscan", "--json", "--format", "asterisk", str(log)])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(x) for x in res.stdout.splitlines()]
+    ctx = Context(year=2024, default=datetime.fromtimestamp(log.stat().st_mtime, UTC))
+    want = [
+        {"file": str(log), "line": n, **ev.as_json()}
+        for n, ev in FORMATS["asterisk"].scan(log.read_bytes().decode(), ctx)
+    ]
+    assert len(want) > 500
+    assert got == want
