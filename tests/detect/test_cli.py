@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -93,3 +96,67 @@ def test_json_lines_equal_the_event_contract_even_for_hostile_text(tmp_path: Pat
     assert ev is not None
     assert row == {"file": str(log), "line": 1, **ev.as_json()}
     assert "\x1b" not in res.stdout
+
+
+def test_the_command_table_names_every_command_and_its_module() -> None:
+    # `sipdeflect CMD` imports only COMMANDS[CMD]; the table must match what the modules
+    # register, or a command would vanish (or lose its siblings) when run by name.
+    import typer
+
+    from sipdeflect import cli
+
+    seen: dict[str, str] = {}
+    for module in cli.command_modules():
+        for name in typer.main.get_command(cli.build_app([module])).commands:  # type: ignore[attr-defined]
+            seen[name] = module
+    assert seen == cli.COMMANDS
+    assert sorted(typer.main.get_command(cli.app).commands) == sorted(cli.COMMANDS)  # type: ignore[attr-defined]
+
+
+def test_a_command_run_by_name_imports_only_its_module(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text(
+        "[2024-03-01 10:00:00] NOTICE[1] chan_sip.c: Registration from '<sip:1@h>' failed "
+        "for '198.51.100.1:5060' - Wrong password\n"
+    )
+    script = (
+        "import sys\n"
+        "from sipdeflect.cli import main\n"
+        f"sys.argv = ['sipdeflect', 'logscan', '--json', {str(log)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "others = [m for m in sys.modules if m.startswith('sipdeflect.commands.')]\n"
+        "print(sorted(others), file=sys.stderr)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[0])["source"] == "198.51.100.1"
+    assert "['sipdeflect.commands.logscan']" in res.stderr
+
+
+def test_json_lines_are_valid_json_for_every_event_of_a_hostile_log(tmp_path: Path) -> None:
+    # The JSON is formatted by hand for speed: every line must still be exactly the
+    # contract, across many events (control characters, quotes, backslashes, U+2028).
+    import random
+
+    from sipdeflect.detect.logs import FORMATS, Context
+    from tests.detect.test_scan import SEEDS, mutate
+
+    rnd = random.Random(5)
+    hostile = ['"', "\\", "\x00", "\x1b[2J", "\u2028", "\u00e9", "'"]
+    lines = []
+    for _ in range(2000):
+        line = mutate(rnd, rnd.choice(SEEDS[:8]))
+        i = rnd.randrange(len(line) + 1)
+        lines.append(line[:i] + rnd.choice(hostile) + line[i:])
+    log = tmp_path / 'a "log".txt'
+    log.write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["logscan", "--json", "--format", "asterisk", str(log)])
+    assert res.exit_code == 0, res.output
+    got = [json.loads(x) for x in res.stdout.splitlines()]
+    ctx = Context(year=2024, default=datetime.fromtimestamp(log.stat().st_mtime, UTC))
+    want = [
+        {"file": str(log), "line": n, **ev.as_json()}
+        for n, ev in FORMATS["asterisk"].scan(log.read_bytes().decode(), ctx)
+    ]
+    assert len(want) > 500
+    assert got == want

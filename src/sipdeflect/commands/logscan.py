@@ -1,6 +1,8 @@
 # `sipdeflect logscan FILE...`: run the PBX log parsers over files and print the events
 # and who the default policy would flag. Text goes through the Event's escaping; JSON is
-# one object per event per line on stdout (the flag summary then goes to stderr).
+# one object per event per line on stdout (the flag summary then goes to stderr). Output
+# is written in blocks of lines, not one write per event (with PYTHONUNBUFFERED, or to a
+# terminal, each write is a system call).
 from __future__ import annotations
 
 import datetime as dt
@@ -8,12 +10,13 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii as json_str  # = json.dumps(str)
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from sipdeflect.decisions import Level
@@ -71,27 +74,77 @@ def print_flags(verdicts: Verdicts, con: Console) -> int:
     return n
 
 
-class _JsonLines:
-    """One JSON object per event. Fields we produce (time, kind, address, numbers) are
-    formatted directly; attacker text (account, detail) and the path go through json."""
+class _Lines:
+    """Event lines, text or JSON. JSON fields we produce (time, kind, address, numbers)
+    are formatted directly; attacker text (account, detail) and the path go through
+    json's own string encoder. Times and addresses repeat in a flood: their text is
+    cached (an address's str() costs a microsecond)."""
 
     def __init__(self) -> None:
         self._iso: dict[dt.datetime, str] = {}
+        self._src: dict[int, tuple[object, str]] = {}
 
-    def line(self, path_json: str, n: int, ev: Event) -> str:
+    def _texts(self, ev: Event) -> tuple[str, str]:
         iso = self._iso.get(ev.time)
         if iso is None:
             if len(self._iso) > 4096:
                 self._iso.clear()
             iso = self._iso[ev.time] = ev.time.isoformat()
+        # By id(): hashing an ip_address runs Python code. The entry holds the address,
+        # so no other object can take its id while the entry exists.
+        got = self._src.get(id(ev.source))
+        if got is None:
+            if len(self._src) > 65536:
+                self._src.clear()
+            got = self._src[id(ev.source)] = (ev.source, str(ev.source))
+        return iso, got[1]
+
+    def json(self, path_json: str, n: int, ev: Event) -> str:
+        iso, src = self._texts(ev)
         port = "null" if ev.port is None else str(ev.port)
-        account = "null" if ev.account is None else json.dumps(ev.account)
+        account = "null" if ev.account is None else json_str(ev.account)
         return (
             f'{{"file": {path_json}, "line": {n}, "time": "{iso}", "kind": "{ev.kind}", '
-            f'"source": "{ev.source}", "port": {port}, "account": {account}, '
+            f'"source": "{src}", "port": {port}, "account": {account}, '
             f'"origin": "{ev.origin}", "verified": {"true" if ev.verified else "false"}, '
-            f'"detail": {json.dumps(ev.detail)}}}\n'
+            f'"detail": {json_str(ev.detail)}}}\n'
         )
+
+    def text(self, path: str, n: int, ev: Event) -> str:
+        iso, src = self._texts(ev)
+        port = "" if ev.port is None else f":{ev.port}"
+        return (
+            f"{path}:{n} {iso} {ev.kind} {src}{port}"
+            f" account={ev.account!r} verified={ev.verified} {ev.detail}\n"
+        )
+
+
+@contextmanager
+def _progress(total: int, con: Console) -> Iterator[Callable[[int], None] | None]:
+    """A progress callback drawing a bar on stderr for big scans on a terminal, else None."""
+    if not (sys.stderr.isatty() and total > BIG):
+        yield None
+        return
+    from rich.progress import (  # noqa: PLC0415 - 50 ms of imports, only for a bar
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=con,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("scanning", total=total)
+        yield lambda k: bar.advance(task, k)
+
+
+BLOCK = 2048  # event lines per write
 
 
 def logscan(
@@ -108,37 +161,27 @@ def logscan(
     """
     now = dt.datetime.now(dt.UTC)
     verdicts = Verdicts()
-    jl = _JsonLines()
+    feed = verdicts.feed
+    lines = _Lines()
     out = sys.stdout
     err = Console(stderr=True, highlight=False)
     total = sum(f.stat().st_size for f in files)
-    show_bar = sys.stderr.isatty() and total > BIG
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not show_bar,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("scanning", total=total)
+    with _progress(total, err) as progress:
         for path in files:
             mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
             ctx = Context(year=year or now.year, default=mtime, now=None if year else now)
             chosen = None if fmt is Fmt.AUTO else get_format(fmt.value)
-            path_json = json.dumps(str(path))
+            name = json.dumps(str(path)) if as_json else str(path)
+            line = lines.json if as_json else lines.text
+            block: list[str] = []
             try:
-                for n, ev in scan_file(path, chosen, ctx, lambda k: bar.advance(task, k)):
-                    verdicts.feed(ev)
-                    if as_json:
-                        out.write(jl.line(path_json, n, ev))
-                    else:
-                        port = "" if ev.port is None else f":{ev.port}"
-                        out.write(
-                            f"{path}:{n} {ev.time.isoformat()} {ev.kind} {ev.source}{port}"
-                            f" account={ev.account!r} verified={ev.verified} {ev.detail}\n"
-                        )
+                for n, ev in scan_file(path, chosen, ctx, progress):
+                    feed(ev)
+                    block.append(line(name, n, ev))
+                    if len(block) >= BLOCK:
+                        out.write("".join(block))
+                        block.clear()
+                out.write("".join(block))
             except BrokenPipeError:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise typer.Exit(0) from None

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -41,8 +41,11 @@ class EventKind(StrEnum):
     AUTH_SUCCEEDED = "auth_succeeded"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """What a source did (see the module comment). A NamedTuple rather than a frozen
+    dataclass, like DecoyEvent: a log flood builds one per failure line, and a frozen
+    dataclass's __init__ costs several times more (about 1 us against 0.3 us)."""
+
     time: datetime  # UTC-aware
     kind: EventKind
     source: Address  # taken only from a field the PBX (or the kernel) fills in

@@ -140,8 +140,9 @@ class _State:
         "trusted_until",
     )
 
-    def __init__(self, now: float) -> None:
-        self.times: dict[Evidence, list[float]] = {}
+    def __init__(self, now: float, classes: int) -> None:
+        # Timestamps per evidence class (indexed like Verdicts._classes), oldest first.
+        self.times: tuple[list[float], ...] = tuple([] for _ in range(classes))
         self.counts: dict[str, int] = {}  # event kinds seen, for reports
         self.level = Level.NONE
         self.since = now
@@ -172,43 +173,62 @@ class Verdicts:
     def retune(self, policy: Policy) -> None:
         """Use ``policy`` from now on (SIGHUP); what each source did so far is kept."""
         self.policy = policy
-        self._keep = policy.keep()
+        keep = policy.keep()
         # The highest level a rule that counts each evidence class can give: more of that
         # class cannot lift a source already there (only other rules could, unchanged).
-        self._cap: dict[Evidence, Level] = {}
+        cap: dict[Evidence, Level] = dict.fromkeys(Evidence, Level.NONE)
         for rule in policy.rules:
             for cls in rule.needs:
-                self._cap[cls] = max(self._cap.get(cls, Level.NONE), rule.level)
+                cap[cls] = max(cap[cls], rule.level)
+        # Everything feed() needs to know about an event, looked up once per event:
+        # (kind, verified) -> (class index, weight, timestamps kept, level cap).
+        self._classes: tuple[Evidence, ...] = tuple(Evidence)
+        index = {cls: i for i, cls in enumerate(self._classes)}
+        self._unproven = index[Evidence.UNPROVEN]
+        self._info: dict[tuple[EventKind, bool], tuple[int, int, int, Level]] = {
+            (kind, proven): (index[cls], policy.weights.get(kind, 1), keep.get(cls, 1), cap[cls])
+            for (kind, proven), cls in policy.evidence.items()
+        }
+        # The level depends only on how many timestamps each class holds, and each class
+        # holds at most its `keep`: levels are memoised by those counts (see _level).
+        self._levels: dict[tuple[int, ...], tuple[Level, str]] = {}
 
     def feed(self, ev: Event) -> Flag | None:
         """Account one event; a Flag when its source reaches a higher level (or, once per
         probe window, enough forgeable evidence for a probe)."""
-        p = self.policy
-        if ev.kind is EventKind.AUTH_SUCCEEDED and ev.verified:
+        kind = ev.kind
+        if kind is EventKind.AUTH_SUCCEEDED and ev.verified:
             self._trust(ev)
             return None
-        cls = p.evidence.get((ev.kind, ev.verified))
-        if cls is None:
+        info = self._info.get((kind, ev.verified))
+        if info is None:
             return None
+        ci, weight, keep, cap = info
         now = ev.time.timestamp()
-        st = self._source(ev.source, now)
-        st.last = max(st.last, now)
+        st = self._state.get(ev.source)
+        if st is None:
+            st = self._add(ev.source, now)
+        elif now > st.last:
+            st.last = now
         counts = st.counts
-        counts[ev.kind] = counts.get(ev.kind, 0) + 1
-        if cls is Evidence.UNPROVEN and now < st.trusted_until:
+        counts[kind] = counts.get(kind, 0) + 1
+        p = self.policy
+        unproven = ci == self._unproven
+        if unproven and now < st.trusted_until:
             return None  # a customer the PBX let in: forged packets cannot touch it
-        probing = cls is Evidence.UNPROVEN and p.probe_at > 0 and st.level < Level.SUSPECT
-        if st.level >= self._cap.get(cls, Level.NONE) and not probing:
+        probing = unproven and p.probe_at > 0 and st.level < Level.SUSPECT
+        if st.level >= cap and not probing:
             return None  # more of this evidence cannot lift it (nor is it kept)
-        times = st.times.get(cls)
-        if times is None:
-            times = st.times[cls] = []
-        times.extend([now] * p.weights.get(ev.kind, 1))
-        keep = self._keep.get(cls, 1)
+        all_times = st.times
+        times = all_times[ci]
+        if weight == 1:
+            times.append(now)
+        else:
+            times.extend([now] * weight)
         if len(times) > keep:
             del times[: len(times) - keep]
         horizon = now - p.window
-        for ts in st.times.values():
+        for ts in all_times:
             while ts and ts[0] <= horizon:
                 del ts[0]
         level, reason = self._level(st)
@@ -223,25 +243,32 @@ class Verdicts:
                 return Flag(ev.source, st.level, now, why, ev, probe=True)
         return None
 
-    def _source(self, source: Address, now: float) -> _State:
-        st = self._state.get(source)
-        if st is None:
-            self._bound()
-            st = self._state[source] = _State(now)
+    def _add(self, source: Address, now: float) -> _State:
+        self._bound()
+        st = self._state[source] = _State(now, len(self._classes))
         return st
 
     def _trust(self, ev: Event) -> None:
         now = ev.time.timestamp()
-        st = self._source(ev.source, now)
+        st = self._state.get(ev.source)
+        if st is None:
+            st = self._add(ev.source, now)
         st.trusted_until = max(st.trusted_until, now + self.policy.trust_for)
-        st.times.pop(Evidence.UNPROVEN, None)  # what was forged before counts for nothing
+        st.times[self._unproven].clear()  # what was forged before counts for nothing
 
     def trusted(self, source: Address, now: float) -> bool:
         st = self._state.get(source)
         return st is not None and now < st.trusted_until
 
     def _level(self, st: _State) -> tuple[Level, str]:
-        counts = {cls: len(ts) for cls, ts in st.times.items()}
+        key = tuple(map(len, st.times))
+        got = self._levels.get(key)
+        if got is None:
+            got = self._levels[key] = self._rule_level(dict(zip(self._classes, key, strict=True)))
+        return got
+
+    def _rule_level(self, counts: Mapping[Evidence, int]) -> tuple[Level, str]:
+        """The level and reason of the first rule that these evidence counts meet."""
         for rule in self.policy.rules:
             if all(counts.get(cls, 0) >= n for cls, n in rule.needs.items()):
                 return rule.level, rule.reason

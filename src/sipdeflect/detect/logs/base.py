@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -44,107 +44,155 @@ class Rule:
     account_in_uri: bool = False  # the account group is a From header: keep its user part
 
 
+Apply = Callable[[str, Context], Event | None]
+
+
 @dataclass(frozen=True, slots=True)
 class LogFormat:
     name: str
     rules: tuple[Rule, ...]
     sniff: re.Pattern[str]  # lines typical of this PBX, for format detection
     markers: tuple[str, ...] = field(init=False)
+    # rule index -> (marker, compiled rule) for that rule and every later one
+    _from: tuple[tuple[tuple[str, Apply], ...], ...] = field(init=False, repr=False, compare=False)
     _first: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "markers", tuple(dict.fromkeys(r.marker for r in self.rules)))
+        # What scan() searches for: each marker, except that a marker containing another
+        # one needs no pass of its own (every line holding it holds the shorter one, and
+        # the per-line loop tests each rule's own marker) -> the first rule to try.
         first: dict[str, int] = {}
         for i, r in enumerate(self.rules):
-            first.setdefault(r.marker, i)
+            key = min((m for m in self.markers if m in r.marker), key=len)
+            first[key] = min(first.get(key, i), i)
         object.__setattr__(self, "_first", first)
+        compiled = tuple((r.marker, _compile(self.name, r)) for r in self.rules)
+        tails = tuple(compiled[i:] for i in range(len(compiled)))
+        object.__setattr__(self, "_from", tails)
 
     def parse(self, line: str, ctx: Context) -> Event | None:
-        """One log line -> an Event, or None when it is not a failure we know."""
-        for rule in self.rules:
-            if rule.marker in line:
-                ev = _apply(self.name, rule, line, ctx)
-                if ev is not None:
-                    return ev
-        return None
+        """One log line -> an Event, or None when it is not a failure we know: the first
+        rule whose marker the line holds and whose regex gives an event."""
+        return self._parse_from(0, line, ctx) if self.rules else None
 
     def _parse_from(self, first: int, line: str, ctx: Context) -> Event | None:
         """parse(), knowing no rule before index ``first`` has its marker in the line."""
-        for rule in self.rules[first:]:
-            if rule.marker in line:
-                ev = _apply(self.name, rule, line, ctx)
+        for marker, apply in self._from[first]:
+            if marker in line:
+                ev = apply(line, ctx)
                 if ev is not None:
                     return ev
         return None
 
     def scan(self, buf: str, ctx: Context, first_line: int = 1) -> Iterator[tuple[int, Event]]:
-        """Events of a buffer of whole lines with their 1-based line numbers.
+        """Events of a buffer of whole lines with their 1-based line numbers: for each line,
+        what parse() gives.
 
-        Only lines holding a marker are looked at: str.find runs at memchr speed over the
-        buffer, so the regexes see a small fraction of a quiet log.
+        Only lines holding a marker are looked at: str.find runs at C speed over the
+        buffer, so the regexes see a small fraction of a quiet log. Each hit is packed
+        into one int (line start, first rule) so that one sort of ints orders the lines
+        and puts each line's lowest rule first.
         """
-        starts: dict[int, int] = {}  # line start -> first rule whose marker it holds
+        find, rfind = buf.find, buf.rfind
+        hits: list[int] = []
+        add = hits.append
+        shift = max(len(self.rules), 1).bit_length()
         for marker, first in self._first.items():
-            pos = buf.find(marker)
+            step = len(marker)
+            pos = find(marker)
             while pos >= 0:
-                start = buf.rfind("\n", 0, pos) + 1
-                if starts.get(start, first) >= first:
-                    starts[start] = first
-                end = buf.find("\n", pos)
-                if end < 0:
-                    break
-                pos = buf.find(marker, end)
+                add((rfind("\n", 0, pos) + 1) << shift | first)
+                pos = find(marker, pos + step)
+        if not hits:
+            return
+        hits.sort()
+        mask = (1 << shift) - 1
+        crlf = "\r" in buf
+        count = buf.count
+        tails = self._from
         lineno, prev = first_line, 0
-        parse = self._parse_from
-        for start in sorted(starts):
-            lineno += buf.count("\n", prev, start)
-            prev = start
-            end = buf.find("\n", start)
+        for hit in hits:
+            start = hit >> shift
+            if start < prev:
+                continue  # the same line again, for a later rule
+            lineno += count("\n", prev, start)
+            end = find("\n", start)
+            prev = start + 1 if end < 0 else end  # the next hit is on a later line
             line = buf[start:] if end < 0 else buf[start:end]
-            ev = parse(starts[start], line.rstrip("\r"), ctx)
-            if ev is not None:
-                yield lineno, ev
+            if crlf:
+                line = line.rstrip("\r")
+            for marker, apply in tails[hit & mask]:
+                if marker in line:
+                    ev = apply(line, ctx)
+                    if ev is not None:
+                        yield lineno, ev
+                        break
 
 
 _STREAM = frozenset({"TCP", "TLS", "WS", "WSS"})
 
 
-def _apply(origin: str, rule: Rule, line: str, ctx: Context) -> Event | None:
-    m = rule.regex.search(line)
-    if m is None:
-        return None
-    groups = m.groupdict()
-    reason = groups.get("reason")
-    if reason is None:
-        outcome, detail = rule.outcomes.get("", rule.default), clean(m.group())
-    else:
-        outcome = rule.outcomes.get(reason)
-        detail = reason  # a key of our own table: plain text
+def _compile(origin: str, rule: Rule) -> Apply:
+    """The rule as one function from a line to an Event (or None). Group positions are
+    looked up once here; the function does per line what the Rule's fields say."""
+    search = rule.regex.search
+    pos = {name: i - 1 for name, i in rule.regex.groupindex.items()}  # index in m.groups()
+    i_reason = pos.get("reason", -1)
+    i_hostport = pos.get("hostport", -1)
+    i_addr = pos.get("addr", -1)
+    i_port = pos.get("port", -1)
+    i_proto = pos.get("proto", -1)
+    i_account = pos.get("account", -1)
+    outcomes, default = rule.outcomes, rule.default
+    only = outcomes.get("", default)
+    tcp_verifies, challenge_check = rule.tcp_verifies, rule.challenge_check
+    candidates, pick = rule.candidates, rule.pick
+    repeat = rule.repeat or rule.marker
+    accounts = _uri_account if rule.account_in_uri else clean
+
+    def apply(line: str, ctx: Context) -> Event | None:
+        m = search(line)
+        if m is None:
+            return None
+        gs = m.groups()
+        reason = gs[i_reason] if i_reason >= 0 else None
+        if reason is None:
+            outcome, detail = only, clean(m.group())
+        else:
+            outcome = outcomes.get(reason)
+            detail = reason  # a key of our own table: plain text
+            if outcome is None:
+                outcome, detail = default, clean(reason)
         if outcome is None:
-            outcome, detail = rule.default, clean(reason)
-    if outcome is None:
-        return None
-    kind, verified = outcome
-    src, port = _source(groups)
-    if src is None:
-        return None
-    proto = groups.get("proto")
-    if proto is not None and rule.tcp_verifies and proto.upper() in _STREAM:
-        verified = True
-    if rule.challenge_check and not _challenge_answered(line):
-        kind, verified = EventKind.AUTH_FAILED, False
-    if rule.candidates is not None and line.count(rule.repeat or rule.marker) > 1:
-        found = [a for a in (_cand(c) for c in rule.candidates.finditer(line)) if a is not None]
-        if len(set(found)) > 1:
-            kind, verified, src, port = EventKind.LOG_INJECTION, False, found[rule.pick], None
-    account = groups.get("account")
-    if account is not None:
-        if rule.account_in_uri:
-            u = _URI_USER.search(account)
-            if u is not None:
-                account = u.group(1)
-        account = clean(account)
-    return Event(stamp(line, ctx), kind, src, port, account, origin, detail, verified)
+            return None
+        kind, verified = outcome
+        hostport = gs[i_hostport] if i_hostport >= 0 else None
+        if hostport is not None:
+            host, port_text = split_hostport(hostport)
+        else:
+            host = (gs[i_addr] if i_addr >= 0 else None) or ""
+            port_text = gs[i_port] if i_port >= 0 else None
+        src = address(host)
+        if src is None:
+            return None
+        port = _port(port_text)
+        if i_proto >= 0 and tcp_verifies:
+            proto = gs[i_proto]
+            if proto is not None and proto.upper() in _STREAM:
+                verified = True
+        if challenge_check and not _challenge_answered(line):
+            kind, verified = EventKind.AUTH_FAILED, False
+        if candidates is not None and line.count(repeat) > 1:
+            found = [a for a in (_cand(c) for c in candidates.finditer(line)) if a is not None]
+            if len(set(found)) > 1:
+                kind, verified, src, port = EventKind.LOG_INJECTION, False, found[pick], None
+        account = gs[i_account] if i_account >= 0 else None
+        if account is not None:
+            account = accounts(account)
+        return Event(stamp(line, ctx), kind, src, port, account, origin, detail, verified)
+
+    return apply
 
 
 def _cand(m: re.Match[str]) -> Address | None:
@@ -180,6 +228,14 @@ def split_hostport(text: str) -> tuple[str, str | None]:
 
 
 _URI_USER = re.compile(r"sips?:([^@;>]*)@")
+
+
+def _uri_account(raw: str) -> str:
+    """A From header's user part (the whole text when it has no SIP URI), printable."""
+    u = _URI_USER.search(raw)
+    return clean(raw if u is None else u.group(1))
+
+
 _CHALLENGE = re.compile(r',Challenge="([^"]*)",ReceivedChallenge="([^"]*)"')
 
 
@@ -201,16 +257,21 @@ _MONTHS = {
     )
 }
 _DAY = timedelta(days=1)
-_STAMPS: dict[str, datetime] = {}
+_SECONDS = tuple(timedelta(seconds=i) for i in range(60))
+_STAMPS: dict[str, datetime] = {}  # stamp text (or "[stamp]" head) -> UTC time
+_MINUTES: dict[str, datetime | None] = {}  # stamp text without its seconds -> UTC at :00
 _STAMPS_CTX: Context | None = None
 
 
 def stamp(line: str, ctx: Context) -> datetime:
     """The line's leading timestamp as UTC, or ctx.default when it has none."""
     global _STAMPS_CTX  # noqa: PLW0603 - the cache belongs to one Context at a time
-    if _STAMPS_CTX is not ctx or len(_STAMPS) > 4096:
+    if _STAMPS_CTX is not ctx:
         _STAMPS.clear()
+        _MINUTES.clear()
         _STAMPS_CTX = ctx
+    elif len(_STAMPS) > 4096:
+        _STAMPS.clear()
     # Fast path: a cached "[...]" stamp (Asterisk) needs no regex.
     head = line[:21] if line[:1] == "[" else None
     got = None if head is None else _STAMPS.get(head)
@@ -222,29 +283,47 @@ def stamp(line: str, ctx: Context) -> datetime:
     key = m.group()
     got = _STAMPS.get(key)
     if got is None:
-        got = _STAMPS[key] = _to_datetime(m, ctx)
+        got = _STAMPS[key] = _stamp_of(m, ctx)
     if head is not None and head == key + "]":
         _STAMPS[head] = got
     return got
 
 
-def _to_datetime(m: re.Match[str], ctx: Context) -> datetime:
-    try:
-        if m.group("iso"):
-            t = m.group("iso")
-            d = datetime(int(t[:4]), int(t[5:7]), int(t[8:10]), *_hms(t[11:]))
-        elif m.group("md"):
-            t = m.group("md")
-            d = datetime(ctx.year, int(t[:2]), int(t[3:5]), *_hms(t[6:]))
-        else:
-            mon, day, hms = m.group("syslog").split()
-            d = datetime(ctx.year, _MONTHS[mon], int(day), *_hms(hms))
-        out = d.replace(tzinfo=ctx.tz).astimezone(UTC)
-        if not m.group("iso") and ctx.now is not None and out > ctx.now + _DAY:
-            out = d.replace(year=ctx.year - 1, tzinfo=ctx.tz).astimezone(UTC)
-    except (ValueError, KeyError):
+def _stamp_of(m: re.Match[str], ctx: Context) -> datetime:
+    """A new stamp: its minute is converted once (a busy log has a new second on nearly
+    every line), then the seconds are added. A zone's offset changes only on a whole
+    minute, so this equals converting the full local time."""
+    kind = m.lastgroup or ""
+    text = m.group(kind)
+    minute = text[:-2]
+    if minute in _MINUTES:
+        base = _MINUTES[minute]
+    else:
+        if len(_MINUTES) > 4096:
+            _MINUTES.clear()
+        base = _MINUTES[minute] = _to_datetime(kind, minute + "00", ctx.year, ctx)
+    sec = int(text[-2:])
+    if base is None or sec > 59:
         return ctx.default
+    out = base + _SECONDS[sec]
+    if kind != "iso" and ctx.now is not None and out > ctx.now + _DAY:
+        return _to_datetime(kind, text, ctx.year - 1, ctx) or ctx.default  # (syslog readers)
     return out
+
+
+def _to_datetime(kind: str, t: str, year: int, ctx: Context) -> datetime | None:
+    """Stamp text of one kind (year-less ones in ``year``) as UTC; None if invalid."""
+    try:
+        if kind == "iso":
+            d = datetime(int(t[:4]), int(t[5:7]), int(t[8:10]), *_hms(t[11:]))
+        elif kind == "md":
+            d = datetime(year, int(t[:2]), int(t[3:5]), *_hms(t[6:]))
+        else:
+            mon, day, hms = t.split()
+            d = datetime(year, _MONTHS[mon], int(day), *_hms(hms))
+    except (ValueError, KeyError):
+        return None
+    return d.replace(tzinfo=ctx.tz).astimezone(UTC)
 
 
 def _hms(t: str) -> tuple[int, int, int]:

@@ -1,0 +1,90 @@
+"""The policy's fast paths (one table lookup per event, levels memoised by evidence
+counts) against a plain model of the rules, over random event streams."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sipdeflect.decisions import Level
+from sipdeflect.detect.events import Event, EventKind
+from sipdeflect.detect.verdict import Evidence, Policy, Verdicts
+
+
+class Model:
+    """The policy as its comments state it, with no shortcuts."""
+
+    def __init__(self, p: Policy) -> None:
+        self.p = p
+        self.times: dict[object, dict[Evidence, list[float]]] = {}
+        self.level: dict[object, Level] = {}
+        self.probed: dict[object, float] = {}
+        self.trusted: dict[object, float] = {}
+
+    def feed(self, ev: Event) -> tuple[Level, bool] | None:
+        p, now, src = self.p, ev.time.timestamp(), ev.source
+        if ev.kind is EventKind.AUTH_SUCCEEDED and ev.verified:
+            self.trusted[src] = max(self.trusted.get(src, 0.0), now + p.trust_for)
+            self.times.setdefault(src, {}).pop(Evidence.UNPROVEN, None)
+            return None
+        cls = p.evidence.get((ev.kind, ev.verified))
+        if cls is None:
+            return None
+        times = self.times.setdefault(src, {})
+        level = self.level.setdefault(src, Level.NONE)
+        if cls is Evidence.UNPROVEN and now < self.trusted.get(src, 0.0):
+            return None
+        probing = cls is Evidence.UNPROVEN and p.probe_at > 0 and level < Level.SUSPECT
+        cap = max((r.level for r in p.rules if cls in r.needs), default=Level.NONE)
+        if level >= cap and not probing:
+            return None
+        mine = times.setdefault(cls, [])
+        mine += [now] * p.weights.get(ev.kind, 1)
+        del mine[: max(0, len(mine) - p.keep().get(cls, 1))]
+        for ts in times.values():
+            ts[:] = [t for t in ts if t > now - p.window]
+        for rule in p.rules:
+            if all(len(times.get(c, [])) >= n for c, n in rule.needs.items()):
+                new = rule.level
+                break
+        else:
+            new = Level.NONE
+        if new > level:
+            self.level[src] = new
+            return new, False
+        if probing and now - self.probed.get(src, float("-inf")) >= p.probe_window:
+            if sum(1 for t in mine if t > now - p.probe_window) >= p.probe_at:
+                self.probed[src] = now
+                return level, True
+        return None
+
+
+POLICIES = [
+    Policy(),
+    Policy(probe_at=0),
+    Policy(window=30, probe_window=10, probe_at=2),
+    Policy(window=5, trust_for=20),
+    Policy(window=9, probe_window=3, probe_at=2),  # steps land exactly on the horizon
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_verdicts_match_the_plain_model(policy: Policy) -> None:
+    rnd = random.Random(7)
+    kinds = list(EventKind)
+    for _ in range(60):
+        srcs = [ipaddress.ip_address(f"192.0.2.{i}") for i in range(1, rnd.randrange(2, 12))]
+        t = datetime(2024, 1, 1, tzinfo=UTC)
+        v, m = Verdicts(policy), Model(policy)
+        for _ in range(rnd.randrange(1, 300)):
+            t += timedelta(seconds=rnd.choice([0, 0.5, 3, 9, 40, 200, 700]))
+            ev = Event(
+                t, rnd.choice(kinds), rnd.choice(srcs), None, None, "x", "", rnd.random() < 0.5
+            )
+            got = v.feed(ev)
+            assert (None if got is None else (got.level, got.probe)) == m.feed(ev)
+        for s in srcs:
+            assert v.level(s) == m.level.get(s, Level.NONE)
