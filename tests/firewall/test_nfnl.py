@@ -8,6 +8,7 @@ import errno
 import ipaddress
 import re
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -270,3 +271,40 @@ def test_nft_route_when_asked_or_needed(ns: Netns, monkeypatch: pytest.MonkeyPat
         net("198.51.100.9/32"),
         net("203.0.113.0/24"),
     }
+
+
+KEPT_SOCKET = """
+import ipaddress, threading
+from sipdeflect.errors import FirewallError
+from sipdeflect.firewall import nfnl
+from sipdeflect.firewall.backend import Runner, get_backend
+from sipdeflect.firewall.model import FirewallSettings
+from sipdeflect.firewall.plan import plan_block, plan_deflect, plan_setup
+s = FirewallSettings()
+be = get_backend("nftables", s, Runner())
+be.apply(plan_setup(s))
+a, b = ipaddress.ip_network("198.51.100.7/32"), ipaddress.ip_network("198.51.100.8/32")
+be.apply(plan_block([a, b], 600))
+sock = nfnl._mine.get(threading.get_ident())
+be.apply(plan_deflect([a], 60))  # deletes from block: closing would wait ~10 ms
+assert sock is not None
+assert nfnl._mine.get(threading.get_ident()) is sock
+bad = nfnl.encode_batch(s.table, [nfnl.ElemRun(False, "nosuchset", 4, a.network_address.packed)])
+try:
+    nfnl.send(bad, s.table)
+except FirewallError as exc:
+    print("refused:", exc)
+be.apply(plan_deflect([b], 60))
+print(be.last_route)
+"""
+
+
+def test_the_daemons_kept_socket_survives_errors(ns: Netns) -> None:
+    # The daemon runs inside its namespace (netns None): one socket per thread is kept
+    # open between decisions; a refused batch must not leave replies that confuse the next.
+    out = ns.run([sys.executable, "-c", KEPT_SOCKET]).stdout
+    assert "refused: nftables netlink: adding elements to set inet sipdeflect nosuchset" in out
+    assert out.splitlines()[-1] == "netlink"
+    be = backend(ns)
+    assert members(be, SetName.BLOCK) == {}
+    assert set(members(be, SetName.DEFLECT)) == {net("198.51.100.7/32"), net("198.51.100.8/32")}

@@ -236,51 +236,96 @@ def _open(netns: str | None) -> socket.socket:
     return got[0]
 
 
+# One socket per thread for this process's own namespace (the daemon's decisions), kept
+# open: closing a NETLINK_NETFILTER socket waits for nf_tables' deferred destruction of
+# what the last batch deleted (an RCU grace period, ~10 ms here), which was most of the
+# time of one deflect. Sockets for named namespaces are made per call and closed: a
+# namespace can be deleted and its name reused.
+_mine: dict[int, socket.socket] = {}
+
+
+def _socket(netns: str | None) -> socket.socket:
+    sock = _mine.get(threading.get_ident()) if netns is None else None
+    if sock is not None:
+        return sock
+    try:
+        sock = _open(netns)
+    except OSError as exc:
+        raise Unavailable(f"netlink socket: {exc.strerror or exc}") from None
+    try:
+        sock.bind((0, 0))
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(f"netlink socket options: {exc.strerror or exc}") from None
+    if netns is None:
+        _mine[threading.get_ident()] = sock
+    return sock
+
+
+def _drop(sock: socket.socket) -> None:
+    if _mine.get(threading.get_ident()) is sock:
+        del _mine[threading.get_ident()]
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
 def send(batch: Batch, table: str, netns: str | None = None, timeout: float = 120.0) -> None:
     """Send one batch and wait for the kernel's verdict; FirewallError if it refused (and
     then nothing changed), Unavailable if netlink could not even be tried."""
     if not batch.runs:
         return
+    sock = _socket(netns)
+    kept = False
     try:
-        sock = _open(netns)
-    except OSError as exc:
-        raise Unavailable(f"netlink socket: {exc.strerror or exc}") from None
-    with contextlib.closing(sock):
         try:
-            sock.bind((0, 0))
             # The whole batch goes in one sendmsg(); it must fit the send buffer.
             sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(batch.data) + 65536)
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
-            sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         except OSError as exc:
-            raise Unavailable(f"netlink socket options: {exc.strerror or exc}") from None
+            raise Unavailable(f"netlink send buffer: {exc.strerror or exc}") from None
+        _drain(sock)
         sock.settimeout(timeout)
         try:
             sock.sendto(batch.data, (0, 0))
         except OSError as exc:
             raise FirewallError(f"nftables netlink: send failed: {exc.strerror or exc}") from None
-        first_error: Reply | None = None
-        done = False
-        while not done:
-            try:
-                data = sock.recv(65536)
-            except TimeoutError:
-                raise FirewallError(
-                    f"nftables netlink: no answer from the kernel within {timeout:.0f} s"
-                ) from None
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # only errors can be that many: it failed
-                    reason = first_error or Reply(0, errno.ENOBUFS, "too many errors to read")
-                    raise FirewallError(
-                        explain(reason, batch.runs.get(reason.seq), table)
-                    ) from None
-                raise FirewallError(f"nftables netlink: {exc.strerror or exc}") from None
-            for reply in parse_replies(data):
-                if reply.error and first_error is None:
-                    first_error = reply
-                # An error on BATCH_BEGIN may be the only answer (EPERM, ENOMEM).
-                if reply.seq == batch.last_seq or (reply.error and reply.seq == batch.first_seq):
-                    done = True
+        first_error = _verdict(sock, batch, table, timeout)
         if first_error is not None:
             raise FirewallError(explain(first_error, batch.runs.get(first_error.seq), table))
+        kept = netns is None
+    finally:
+        if not kept:
+            _drop(sock)
+
+
+def _drain(sock: socket.socket) -> None:
+    """Forget replies left over from an earlier batch (all queued by now: see the top)."""
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):  # BlockingIOError: nothing (more) to read
+        while sock.recv(65536):
+            pass
+
+
+def _verdict(sock: socket.socket, batch: Batch, table: str, timeout: float) -> Reply | None:
+    """Read replies up to the last message's; the first error among them, if any."""
+    first_error: Reply | None = None
+    while True:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            raise FirewallError(
+                f"nftables netlink: no answer from the kernel within {timeout:.0f} s"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:  # only errors can be that many: it failed
+                reason = first_error or Reply(0, errno.ENOBUFS, "too many errors to read")
+                raise FirewallError(explain(reason, batch.runs.get(reason.seq), table)) from None
+            raise FirewallError(f"nftables netlink: {exc.strerror or exc}") from None
+        for reply in parse_replies(data):
+            if reply.error and first_error is None:
+                first_error = reply
+            # An error on BATCH_BEGIN may be the only answer (EPERM, ENOMEM).
+            if reply.seq == batch.last_seq or (reply.error and reply.seq == batch.first_seq):
+                return first_error
