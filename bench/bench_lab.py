@@ -4,7 +4,8 @@
 # each: packets that reached Kamailio (nftables counter on the PBX's input path) and the
 # time from its first packet (a packet socket on the PBX's interface) to sipdeflect's
 # deflect decision. Also the latency of one deflect reaching the kernel (element + conntrack
-# flush) with `nft -f -` spawned per decision versus libnftables in-process, in a netns.
+# flush) with `nft -f -` spawned per decision, libnftables in-process, and the netlink
+# batch the daemon uses by default (sipdeflect.firewall.nfnl), in a netns.
 # Needs root. Figures go to bench/results/lab.json.
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from sipdeflect.firewall.backend import Runner, get_backend
 from sipdeflect.firewall.model import FirewallSettings
 from sipdeflect.firewall.plan import plan_setup
 s = FirewallSettings(sip_ports=(5060,), decoy_port=5070, table="sipdeflect")
-b = get_backend("nftables", s, Runner(inproc=sys.argv[1] == "1"))
+mode = sys.argv[1]
+b = get_backend("nftables", s, Runner(inproc=mode != "nft", netlink=mode == "netlink"))
 b.apply(plan_setup(s))
 e = FirewallEnforcer(b)
 ms = []
@@ -41,11 +43,9 @@ print(statistics.median(ms), max(ms))
 """
 
 
-def apply_latency(inproc: bool, n: int) -> dict[str, float]:
+def apply_latency(mode: str, n: int) -> dict[str, float]:
     with hosts("bench") as (ns,):
-        out = ns.run(
-            [sys.executable, "-c", APPLY, "1" if inproc else "0", str(n)], timeout=300
-        ).stdout.split()
+        out = ns.run([sys.executable, "-c", APPLY, mode, str(n)], timeout=300).stdout.split()
     return {"median_ms": round(float(out[0]), 2), "max_ms": round(float(out[1]), 2)}
 
 
@@ -82,8 +82,9 @@ def main(argv: list[str]) -> int:
             "first_packet_to_deflect_ms_max": max(ms),
         }
     figures["apply_one_deflect"] = {
-        "nft_process": apply_latency(False, args.applies),
-        "libnftables": apply_latency(True, args.applies),
+        "nft_process": apply_latency("nft", args.applies),
+        "libnftables": apply_latency("libnftables", args.applies),
+        "netlink": apply_latency("netlink", args.applies),
     }
     if args.no_save:
         print(figures)

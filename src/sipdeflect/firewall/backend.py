@@ -35,6 +35,10 @@ class Runner:
     # Run `nft -f -` scripts through libnftables in this process when it loads (the
     # daemon: a decision reaches the kernel in under a millisecond, not ~20 ms).
     inproc: bool = False
+    # nftables: send single-address element changes straight to the kernel over netlink
+    # (sipdeflect.firewall.nfnl) instead of through nft's parser; falls back to nft
+    # when that route is unavailable. False: always nft (the reference in benchmarks).
+    netlink: bool = True
 
     def require(self, binary: str) -> str:
         found = shutil.which(binary, path=self.path)

@@ -1,7 +1,10 @@
 # nftables backend: one `inet` table of our own, built and changed by pure functions. The
-# table's structure is libnftables JSON (`nft -j -f -`); element changes are one script
-# in nft's own language (`nft -f -`), which nft parses several times faster than JSON
-# with per-element timeouts (bench/bench_firewall.py). Each is one transaction.
+# table's structure is libnftables JSON (`nft -j -f -`). Element changes are one
+# transaction too: when every one is a single address in a hash set (the bulk block
+# path), one netlink batch straight to the kernel (nfnl.py), which skips nft's parse;
+# otherwise (prefixes, the allow sets) one script in nft's own language (`nft -f -`),
+# which nft parses several times faster than JSON with per-element timeouts
+# (bench/bench_firewall.py).
 #
 # Layout: a filter chain on prerouting at priority raw (-300) returns for allowed sources
 # and drops blocked ones *before conntrack*, so no `ct state established` accept in the
@@ -15,11 +18,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 from collections.abc import Iterable
 from typing import Any
 
 from sipdeflect.errors import FirewallError
-from sipdeflect.firewall import conntrack
+from sipdeflect.firewall import conntrack, nfnl
 from sipdeflect.firewall.backend import Runner, register
 from sipdeflect.firewall.model import (
     FirewallSettings,
@@ -206,6 +210,81 @@ def element_script(plan: Plan, table: str, present: dict[str, set[Network]] | No
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def _runs(
+    s: SetName, targets: Iterable[Network], timeouts: Iterable[int | None]
+) -> list[nfnl.ElemRun] | None:
+    """Netlink runs adding targets to the hash sets of `s`, or None if any is a prefix.
+    One pass with cheap checks: this is the per-element cost of the bulk path."""
+    v4: list[int] = []
+    v6: list[bytes] = []
+    t4: list[int | None] = []
+    t6: list[int | None] = []
+    ip4 = ipaddress.IPv4Network
+    for t, x in zip(targets, timeouts, strict=True):
+        if type(t) is ip4:
+            if t.prefixlen != 32:
+                return None
+            v4.append(int(t.network_address))
+            t4.append(x)
+        else:
+            if t.prefixlen != 128:
+                return None
+            v6.append(t.network_address.packed)
+            t6.append(x)
+    runs: list[nfnl.ElemRun] = []
+    for version, size, keys, tmos in ((4, 4, v4, t4), (6, 16, v6, t6)):
+        if not keys:
+            continue
+        packed = struct.pack(f">{len(keys)}I", *keys) if version == 4 else b"".join(v6)
+        name = _SET_NAMES[s, version, True]
+        for has, sub_keys, sub_tmos in _split_timeouts(packed, size, tmos):
+            runs.append(nfnl.ElemRun(False, name, size, sub_keys, _ms(sub_tmos) if has else None))
+    return runs
+
+
+def _split_timeouts(
+    keys: bytes, size: int, tmos: list[int | None]
+) -> list[tuple[bool, bytes, list[int]]]:
+    """(with timeout?, keys, timeouts): elements without a timeout carry no attribute."""
+    if None not in tmos:
+        return [(True, keys, tmos)]  # type: ignore[list-item]
+    if all(x is None for x in tmos):
+        return [(False, keys, [])]
+    out = []
+    for has in (True, False):
+        idx = [i for i, x in enumerate(tmos) if (x is not None) == has]
+        sub = b"".join(keys[i * size : (i + 1) * size] for i in idx)
+        out.append((has, sub, [tmos[i] or 0 for i in idx]))
+    return out
+
+
+def _ms(tmos: list[int]) -> int | bytes:
+    """One value for all when they agree (the usual bulk ban), else one each."""
+    first = tmos[0]
+    if tmos.count(first) == len(tmos):
+        return first * 1000
+    return struct.pack(f">{len(tmos)}Q", *(x * 1000 for x in tmos))
+
+
+def netlink_runs(plan: Plan) -> list[nfnl.ElemRun] | None:
+    """Every element change of the plan as netlink runs, in order, or None when one needs
+    nft: a prefix, or the allow sets (interval sets). Removes are add-then-delete, like
+    the nft script, so removing an absent element is not an error."""
+    runs: list[nfnl.ElemRun] = []
+    for op in plan.ops:
+        if isinstance(op, Put | Remove):
+            if op.set is SetName.ALLOW:
+                return None
+            tmos = op.timeouts if isinstance(op, Put) else (None,) * len(op.targets)
+            got = _runs(op.set, op.targets, tmos)
+            if got is None:
+                return None
+            if isinstance(op, Remove):
+                got += [nfnl.ElemRun(True, r.set, r.key_len, r.keys) for r in got]
+            runs += got
+    return runs
+
+
 def interval_sets_touched(plan: Plan) -> set[str]:
     names: set[str] = set()
     for op in plan.ops:
@@ -260,6 +339,7 @@ class NftablesBackend:
     def __init__(self, settings: FirewallSettings, runner: Runner) -> None:
         self.settings = settings
         self.runner = runner
+        self.last_route: str | None = None  # how the last apply sent elements: netlink/nft
 
     def _nft_json(self, doc: Cmd) -> None:
         import json  # noqa: PLC0415
@@ -301,23 +381,41 @@ class NftablesBackend:
         if touched and not sets_up and not self.installed():
             raise missing
         present = self._present(touched)
-        # Structure first (JSON), then every element change as one nft script: each is
-        # one transaction; a plan mixing both (setup + restore) is applied as two.
+        # Structure first (JSON), then every element change (one netlink batch or one nft
+        # script): each is one transaction; a plan mixing both (setup + restore) is
+        # applied as two.
         doc = batch(plan)
         if doc["nftables"]:
             self._nft_json(doc)
-        script = element_script(plan, self.settings.table, present)
-        if script:
-            try:
-                self.runner.run(["nft", "-f", "-"], input_=script)
-            except FirewallError:
-                # Only now ask whether the table is there: one process less per decision.
-                if needs_table and not sets_up and not self.installed():
-                    raise missing from None
-                raise
+        try:
+            self.last_route = self._elements(plan, present)
+        except FirewallError:
+            # Only now ask whether the table is there: one process less per decision.
+            if needs_table and not sets_up and not self.installed():
+                raise missing from None
+            raise
         for op in plan.ops:
             if isinstance(op, FlushFlows):
                 conntrack.flush_flows(op.targets, self.runner.netns)
+
+    def _elements(self, plan: Plan, present: dict[str, set[Network]]) -> str | None:
+        """Apply the plan's element changes as one transaction; which route took them."""
+        runs = netlink_runs(plan) if self.runner.netlink else None
+        if runs:
+            table = self.settings.table
+            try:
+                nfnl.send(
+                    nfnl.encode_batch(table, runs), table, self.runner.netns, self.runner.timeout
+                )
+            except nfnl.Unavailable:
+                pass  # no netlink socket here (privilege, seccomp...): nft says why
+            else:
+                return "netlink"
+        script = element_script(plan, self.settings.table, present)
+        if not script:
+            return None
+        self.runner.run(["nft", "-f", "-"], input_=script)
+        return "nft"
 
     def list(self, sets: Iterable[SetName] | None = None) -> list[Listed]:
         wanted = set(sets) if sets is not None else set(SetName)

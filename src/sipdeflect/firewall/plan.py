@@ -166,25 +166,38 @@ def check_enforceable(
 def _checked_unique(
     targets: Iterable[Network], allow: Iterable[Network], own: Iterable[Network]
 ) -> tuple[Network, ...]:
-    """Deduplicate and check in one pass keyed on integer spans (tuples hash in C, while
-    ipaddress networks hash in Python): the hot loop of planning a million blocks."""
+    """Deduplicate and check in one pass: the hot loop of planning a million blocks.
+
+    Keyed on plain integers in one set per (IP version, prefix length): ints hash in C
+    (ipaddress networks hash in Python) and need no tuple per target. Targets arrive in
+    runs of one kind (a list of IPv4 addresses), so the per-kind lookups are redone only
+    when the kind changes.
+    """
     allow_l, own_l = list(allow), list(own)
     special = [ipaddress.ip_network(n) for v in (4, 6) for n in SPECIAL[v]]
     forbidden = _Forbidden([*special, *allow_l, *own_l])
-    starts, ends = forbidden.starts, forbidden.ends
-    seen: set[tuple[int, int, int]] = set()
+    seen: dict[tuple[int, int], set[int]] = {}
     out: list[Network] = []
     right = bisect.bisect_right
+    kind: tuple[type, int] | None = None
+    here: set[int] = set()
+    starts: list[int] = []
+    ends: list[int] = []
+    span = 0
     for t in targets:
-        v = t.version
+        prefix = t.prefixlen
+        if kind is None or type(t) is not kind[0] or prefix != kind[1]:
+            kind = (type(t), prefix)
+            v = t.version
+            here = seen.setdefault((v, prefix), set())
+            starts, ends = forbidden.starts[v], forbidden.ends[v]
+            span = (1 << (t.max_prefixlen - prefix)) - 1
         lo = int(t.network_address)
-        hi = lo | ((1 << (t.max_prefixlen - t.prefixlen)) - 1)
-        key = (v, lo, hi)
-        if key in seen:
+        if lo in here:
             continue
-        seen.add(key)
-        i = right(starts[v], hi) - 1
-        if i >= 0 and ends[v][i] >= lo:
+        here.add(lo)
+        i = right(starts, lo | span) - 1
+        if i >= 0 and ends[i] >= lo:
             _explain(t, allow_l, own_l)
         out.append(t)
     return tuple(out)

@@ -1,0 +1,331 @@
+# Element changes straight to nf_tables over netlink, for the bulk path (100k-1M blocks):
+# what nft itself sends after parsing, minus the parse. One NFNL batch (BATCH_BEGIN,
+# NEWSETELEM/DELSETELEM messages, BATCH_END) in one sendmsg() on a NETLINK_NETFILTER socket
+# is one kernel transaction: any error aborts all of it. Only for single-address elements
+# of sets that already exist; tables, chains, rules and interval sets stay with nft.
+#
+# Encoding (pure, no I/O): each element is a fixed-size nest (NFTA_LIST_ELEM holding
+# NFTA_SET_ELEM_TIMEOUT and NFTA_SET_ELEM_KEY/NFTA_DATA_VALUE), so a run of n elements is
+# one template repeated n times with the keys (and timeouts, when they differ) written in
+# by strided slice assignment: a few C-level copies instead of a Python loop per element.
+# Attribute lengths are 16-bit, so a run is split into messages of at most 64 KiB.
+#
+# Sending: the kernel handles the whole batch inside sendmsg(), so replies are queued when
+# it returns. The last message asks for an ACK; errors come unasked. The kernel delivers
+# them after the commit or abort, so reading up to the ACK (or error) of the last message
+# sees everything. Layouts: include/uapi/linux/netfilter/nf_tables.h, nfnetlink.h.
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sipdeflect.errors import FirewallError
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_NFTABLES = 10
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17
+NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
+NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
+NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200
+NLA_F_NESTED = 0x8000
+NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT = 1, 4
+NFTA_DATA_VALUE = 1
+NLMSGERR_ATTR_MSG = 1
+NFPROTO_INET = 1
+SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
+CLONE_NEWNET = 0x40000000
+# asm-generic/socket.h; the socket module names them only from Python 3.12
+SO_SNDBUFFORCE: int = getattr(socket, "SO_SNDBUFFORCE", 32)
+SO_RCVBUFFORCE: int = getattr(socket, "SO_RCVBUFFORCE", 33)
+MAX_ATTR = 0xFFFF  # nla_len is 16 bits
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_ATTR = struct.Struct("=HH")
+
+
+@dataclass(frozen=True, slots=True)
+class ElemRun:
+    """Elements to add to (or delete from) one set: n keys of key_len bytes each, in
+    network order, back to back. timeouts: None (no timeout attribute), one value in
+    milliseconds for all, or n big-endian u64 milliseconds back to back."""
+
+    delete: bool
+    set: str
+    key_len: int
+    keys: bytes
+    timeouts: int | bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys) // self.key_len
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    data: bytes
+    runs: dict[int, ElemRun]  # message sequence number -> the run it carries part of
+    first_seq: int  # BATCH_BEGIN: the kernel answers here when it refuses the whole batch
+    last_seq: int  # the message whose ACK closes the batch
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    raw = _ATTR.pack(4 + len(payload), kind) + payload
+    return raw + bytes(-len(raw) % 4)
+
+
+def _string(kind: int, text: str) -> bytes:
+    return _attr(kind, text.encode() + b"\0")
+
+
+def element_block(run: ElemRun) -> tuple[bytearray, int, int]:
+    """Every element nest of a run back to back, the size of one, and how many fit in a
+    message. Like libnftnl, the nests of a message are numbered 1, 2, ... (the kernel
+    ignores that type), so the bytes match what nft sends."""
+    klen = run.key_len
+    if klen not in (4, 16) or len(run.keys) % klen:
+        raise ValueError("keys are IPv4 or IPv6 addresses back to back")
+    key = _ATTR.pack(8 + klen, NFTA_SET_ELEM_KEY | NLA_F_NESTED) + _ATTR.pack(
+        4 + klen, NFTA_DATA_VALUE
+    )
+    tmo = run.timeouts
+    head = b"" if tmo is None else _attr(NFTA_SET_ELEM_TIMEOUT, bytes(8))
+    size = 4 + len(head) + len(key) + klen
+    per_msg = (MAX_ATTR - 4) // size
+    one = bytearray(_ATTR.pack(size, 0) + head + key + bytes(klen))
+    if isinstance(tmo, int):
+        one[8:16] = tmo.to_bytes(8, "big")
+    n = len(run)
+    buf = one * n
+    index = struct.pack(f"={per_msg}H", *range(NLA_F_NESTED | 1, (NLA_F_NESTED | 1) + per_msg))
+    index = (index * (n // per_msg + 1))[: 2 * n]
+    buf[2::size], buf[3::size] = index[0::2], index[1::2]
+    off, keys = size - klen, run.keys
+    for k in range(klen):
+        buf[off + k :: size] = keys[k::klen]
+    if isinstance(tmo, bytes):
+        if len(tmo) != 8 * n:
+            raise ValueError("one timeout per key")
+        for k in range(8):
+            buf[8 + k :: size] = tmo[k::8]
+    return buf, size, per_msg
+
+
+def encode_batch(table: str, runs: Sequence[ElemRun], seq: int = 1) -> Batch:
+    """One atomic NFNL batch adding/deleting every run's elements (inet family)."""
+    first = seq
+    parts: list[bytes | memoryview] = []
+    owner: dict[int, ElemRun] = {}
+    nfgen = bytes([NFPROTO_INET, 0]) + (0).to_bytes(2, "big")
+    batch_gen = bytes([socket.AF_UNSPEC, 0]) + NFNL_SUBSYS_NFTABLES.to_bytes(2, "big")
+    parts.append(_NLMSGHDR.pack(20, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0) + batch_gen)
+    chunks: list[tuple[int, int, bytes, memoryview, ElemRun]] = []
+    for run in runs:
+        if not len(run):
+            continue
+        block, size, per_msg = element_block(run)
+        names = _string(NFTA_SET_ELEM_LIST_TABLE, table) + _string(NFTA_SET_ELEM_LIST_SET, run.set)
+        kind = NFT_MSG_DELSETELEM if run.delete else NFT_MSG_NEWSETELEM
+        flags = NLM_F_REQUEST if run.delete else NLM_F_REQUEST | NLM_F_CREATE
+        view, step = memoryview(block), per_msg * size
+        chunks += [(kind, flags, names, view[i : i + step], run) for i in range(0, len(view), step)]
+    for i, (kind, base_flags, names, body, run) in enumerate(chunks):
+        seq += 1
+        owner[seq] = run
+        flags = base_flags | (NLM_F_ACK if i == len(chunks) - 1 else 0)
+        length = 16 + 4 + len(names) + 4 + len(body)
+        msg_type = (NFNL_SUBSYS_NFTABLES << 8) | kind
+        parts += [
+            _NLMSGHDR.pack(length, msg_type, flags, seq, 0) + nfgen + names,
+            _ATTR.pack(4 + len(body), NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED),
+            body,
+        ]
+    last = seq
+    parts.append(_NLMSGHDR.pack(20, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, 0) + batch_gen)
+    return Batch(b"".join(parts), owner, first, last)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    seq: int
+    error: int  # 0 = ACK, else a positive errno
+    message: str  # the kernel's extended-ACK text, if any
+
+
+def parse_replies(data: bytes) -> Iterator[Reply]:
+    """NLMSG_ERROR messages (ACKs and errors) in one datagram from the kernel."""
+    off = 0
+    while off + 16 <= len(data):
+        length, kind, flags, _, _ = _NLMSGHDR.unpack_from(data, off)
+        if length < 16:
+            break
+        if kind == NLMSG_ERROR and length >= 36:
+            (err,) = struct.unpack_from("=i", data, off + 16)
+            orig_len, _, _, orig_seq, _ = _NLMSGHDR.unpack_from(data, off + 20)
+            text = ""
+            if flags & NLM_F_ACK_TLVS:
+                # With NETLINK_CAP_ACK only the request's header is echoed (CAPPED).
+                tlv = off + 36 + (0 if flags & NLM_F_CAPPED else max(orig_len - 16, 0))
+                while tlv + 4 <= off + length:
+                    alen, atype = _ATTR.unpack_from(data, tlv)
+                    if alen < 4:
+                        break
+                    if atype == NLMSGERR_ATTR_MSG:
+                        text = data[tlv + 4 : tlv + alen].rstrip(b"\0").decode(errors="replace")
+                    tlv += (alen + 3) & ~3
+            yield Reply(orig_seq, -err, text)
+        off += (length + 3) & ~3
+
+
+# What each errno means for an element batch (the kernel's own words are added when sent).
+_MEANING = {
+    errno.ENOENT: "no such table or set",
+    errno.EPERM: "permission denied (needs CAP_NET_ADMIN)",
+    errno.ENFILE: "the set is full",
+    errno.ENOSPC: "the set is full",
+    errno.ENOMEM: "the kernel is out of memory",
+    errno.EINVAL: "the kernel rejected the request as invalid",
+    errno.EOPNOTSUPP: "not supported by this kernel",
+}
+
+
+def explain(reply: Reply, run: ElemRun | None, table: str) -> str:
+    what = f"set inet {table} {run.set}" if run else f"table inet {table}"
+    verb = "deleting elements from" if run and run.delete else "adding elements to"
+    meaning = _MEANING.get(reply.error) or os.strerror(reply.error)
+    extra = f" ({reply.message})" if reply.message else ""
+    return f"nftables netlink: {verb} {what} failed: {meaning}{extra}; nothing was changed"
+
+
+class Unavailable(Exception):
+    """The netlink route cannot be used here (no socket, no privilege): use nft."""
+
+
+def _open(netns: str | None) -> socket.socket:
+    if netns is None:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    # setns(2) moves only the calling thread; the socket stays in the namespace it was
+    # made in. A short-lived thread enters the namespace and makes it.
+    got: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/var/run/netns/{netns}", "rb") as fh:
+                rc = libc.setns(fh.fileno(), CLONE_NEWNET)
+            if rc != 0:
+                e = ctypes.get_errno()
+                got.append(OSError(e, os.strerror(e)))
+            else:
+                got.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER))
+        except BaseException as exc:  # handed back to the caller's thread
+            got.append(exc)
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    if isinstance(got[0], BaseException):
+        raise got[0]
+    return got[0]
+
+
+# One socket per thread for this process's own namespace (the daemon's decisions), kept
+# open: closing a NETLINK_NETFILTER socket waits for nf_tables' deferred destruction of
+# what the last batch deleted (an RCU grace period, ~10 ms here), which was most of the
+# time of one deflect. Sockets for named namespaces are made per call and closed: a
+# namespace can be deleted and its name reused.
+_mine: dict[int, socket.socket] = {}
+
+
+def _socket(netns: str | None) -> socket.socket:
+    sock = _mine.get(threading.get_ident()) if netns is None else None
+    if sock is not None:
+        return sock
+    try:
+        sock = _open(netns)
+    except OSError as exc:
+        raise Unavailable(f"netlink socket: {exc.strerror or exc}") from None
+    try:
+        sock.bind((0, 0))
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+    except OSError as exc:
+        sock.close()
+        raise Unavailable(f"netlink socket options: {exc.strerror or exc}") from None
+    if netns is None:
+        _mine[threading.get_ident()] = sock
+    return sock
+
+
+def _drop(sock: socket.socket) -> None:
+    if _mine.get(threading.get_ident()) is sock:
+        del _mine[threading.get_ident()]
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def send(batch: Batch, table: str, netns: str | None = None, timeout: float = 120.0) -> None:
+    """Send one batch and wait for the kernel's verdict; FirewallError if it refused (and
+    then nothing changed), Unavailable if netlink could not even be tried."""
+    if not batch.runs:
+        return
+    sock = _socket(netns)
+    kept = False
+    try:
+        try:
+            # The whole batch goes in one sendmsg(); it must fit the send buffer.
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, len(batch.data) + 65536)
+        except OSError as exc:
+            raise Unavailable(f"netlink send buffer: {exc.strerror or exc}") from None
+        _drain(sock)
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(batch.data, (0, 0))
+        except OSError as exc:
+            raise FirewallError(f"nftables netlink: send failed: {exc.strerror or exc}") from None
+        first_error = _verdict(sock, batch, table, timeout)
+        if first_error is not None:
+            raise FirewallError(explain(first_error, batch.runs.get(first_error.seq), table))
+        kept = netns is None
+    finally:
+        if not kept:
+            _drop(sock)
+
+
+def _drain(sock: socket.socket) -> None:
+    """Forget replies left over from an earlier batch (all queued by now: see the top)."""
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):  # BlockingIOError: nothing (more) to read
+        while sock.recv(65536):
+            pass
+
+
+def _verdict(sock: socket.socket, batch: Batch, table: str, timeout: float) -> Reply | None:
+    """Read replies up to the last message's; the first error among them, if any."""
+    first_error: Reply | None = None
+    while True:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            raise FirewallError(
+                f"nftables netlink: no answer from the kernel within {timeout:.0f} s"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:  # only errors can be that many: it failed
+                reason = first_error or Reply(0, errno.ENOBUFS, "too many errors to read")
+                raise FirewallError(explain(reason, batch.runs.get(reason.seq), table)) from None
+            raise FirewallError(f"nftables netlink: {exc.strerror or exc}") from None
+        for reply in parse_replies(data):
+            if reply.error and first_error is None:
+                first_error = reply
+            # An error on BATCH_BEGIN may be the only answer (EPERM, ENOMEM).
+            if reply.seq == batch.last_seq or (reply.error and reply.seq == batch.first_seq):
+                return first_error
