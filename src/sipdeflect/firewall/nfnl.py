@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import os
 import socket
@@ -31,13 +32,18 @@ from sipdeflect.errors import FirewallError
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17
-NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_CREATE = 0x1, 0x4, 0x400
+NFT_MSG_NEWSETELEM, NFT_MSG_GETSETELEM, NFT_MSG_DELSETELEM = 12, 13, 14
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x2, 0x4, 0x10
+NLM_F_DUMP, NLM_F_CREATE = 0x300, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200
 NLA_F_NESTED = 0x8000
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
-NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT = 1, 4
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT, NFTA_SET_ELEM_EXPIRATION = 1, 4, 5
+NFTA_SET_ELEM_EXPR, NFTA_SET_ELEM_EXPRESSIONS = 7, 11
+NFTA_LIST_ELEM = 1
+NFTA_EXPR_NAME, NFTA_EXPR_DATA = 1, 2
+NFTA_COUNTER_BYTES, NFTA_COUNTER_PACKETS = 1, 2
 NFTA_DATA_VALUE = 1
 NLMSGERR_ATTR_MSG = 1
 NFPROTO_INET = 1
@@ -329,3 +335,251 @@ def _verdict(sock: socket.socket, batch: Batch, table: str, timeout: float) -> R
             # An error on BATCH_BEGIN may be the only answer (EPERM, ENOMEM).
             if reply.seq == batch.last_seq or (reply.error and reply.seq == batch.first_seq):
                 return first_error
+
+
+# -- Listing: one NFT_MSG_GETSETELEM dump per set ------------------------------------------
+#
+# The kernel answers a dump with NFT_MSG_NEWSETELEM messages (NLM_F_MULTI) of up to ~32 KiB,
+# each naming the table and set and holding NFTA_SET_ELEM_LIST_ELEMENTS: one NFTA_LIST_ELEM
+# nest per element (key, timeout and expiration in ms, the counter expression), then
+# NLMSG_DONE. The elements of one set nearly always share one layout, so a message is
+# parsed like element_block() builds one, in reverse: learn the layout from its first
+# element, check that every element has it (the bytes outside the values equal the first
+# element's), and read each value as a column with strided slices. A message that mixes
+# layouts (some elements without a timeout) is walked element by element instead.
+
+_SETELEM_MSG = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
+_U64_FIELDS = ("timeouts", "expires", "packets", "bytes")
+_seq = iter(range(1 << 24, 1 << 31))  # dump sequence numbers, apart from the batches'
+
+
+class DumpError(FirewallError):
+    """A set element dump failed: errno is the kernel's (positive), 0 when the reply
+    could not be read (cut short, malformed)."""
+
+    def __init__(self, message: str, error: int = 0) -> None:
+        super().__init__(message)
+        self.errno = error
+
+
+@dataclass(slots=True)
+class Elements:
+    """A set's elements as columns, in the kernel's order: keys as integers (key_len
+    bytes each, 4 or 16), timeouts and time left in milliseconds, the counter's packets
+    and bytes; None where an element lacks that attribute."""
+
+    key_len: int = 0
+    keys: list[int] = dataclasses.field(default_factory=list)
+    timeouts: list[int | None] = dataclasses.field(default_factory=list)
+    expires: list[int | None] = dataclasses.field(default_factory=list)
+    packets: list[int | None] = dataclasses.field(default_factory=list)
+    bytes: list[int | None] = dataclasses.field(default_factory=list)
+    interrupted: bool = False  # the kernel flagged the dump inconsistent (NLM_F_DUMP_INTR)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def dump_request(table: str, set_: str, seq: int) -> bytes:
+    body = bytes([NFPROTO_INET, 0, 0, 0])
+    body += _string(NFTA_SET_ELEM_LIST_TABLE, table) + _string(NFTA_SET_ELEM_LIST_SET, set_)
+    kind = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM
+    return _NLMSGHDR.pack(16 + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def _bad(why: str) -> DumpError:
+    return DumpError(f"nftables netlink: malformed set element dump: {why}")
+
+
+def _attrs(buf: bytes, off: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type without flags, payload start, payload end) of each attribute in buf[off:end]."""
+    while off < end:
+        if off + 4 > end:
+            raise _bad("attribute header cut short")
+        alen, atype = _ATTR.unpack_from(buf, off)
+        if alen < 4 or off + alen > end:
+            raise _bad(f"attribute length {alen} does not fit")
+        yield atype & 0x3FFF, off + 4, off + alen
+        off += (alen + 3) & ~3
+
+
+def _counter(buf: bytes, start: int, end: int, where: dict[str, tuple[int, int]]) -> None:
+    name, data = b"", (0, 0)
+    for kind, s, e in _attrs(buf, start, end):
+        if kind == NFTA_EXPR_NAME:
+            name = buf[s:e].rstrip(b"\0")
+        elif kind == NFTA_EXPR_DATA:
+            data = (s, e)
+    if name == b"counter":
+        for kind, s, e in _attrs(buf, *data):
+            if kind == NFTA_COUNTER_PACKETS:
+                where["packets"] = (s, e - s)
+            elif kind == NFTA_COUNTER_BYTES:
+                where["bytes"] = (s, e - s)
+
+
+def _element(buf: bytes, start: int, end: int) -> dict[str, tuple[int, int]]:
+    """Where each value of one element sits: field -> (offset in buf, length)."""
+    where: dict[str, tuple[int, int]] = {}
+    for kind, s, e in _attrs(buf, start, end):
+        if kind == NFTA_SET_ELEM_KEY:
+            for inner, vs, ve in _attrs(buf, s, e):
+                if inner == NFTA_DATA_VALUE:
+                    where["keys"] = (vs, ve - vs)
+        elif kind == NFTA_SET_ELEM_TIMEOUT:
+            where["timeouts"] = (s, e - s)
+        elif kind == NFTA_SET_ELEM_EXPIRATION:
+            where["expires"] = (s, e - s)
+        elif kind == NFTA_SET_ELEM_EXPR:
+            _counter(buf, s, e, where)
+        elif kind == NFTA_SET_ELEM_EXPRESSIONS:
+            for inner, xs, xe in _attrs(buf, s, e):
+                if inner == NFTA_LIST_ELEM:
+                    _counter(buf, xs, xe, where)
+    if where.get("keys", (0, 0))[1] not in (4, 16):
+        raise _bad("an element without an IPv4 or IPv6 key")
+    if any(where.get(f, (0, 8))[1] != 8 for f in _U64_FIELDS):
+        raise _bad("a 64-bit value of the wrong size")
+    return where
+
+
+def _one(buf: bytes, where: dict[str, tuple[int, int]], out: Elements) -> None:
+    s, n = where["keys"]
+    if out.key_len != n:
+        raise _bad("keys of different sizes in one set")
+    out.keys.append(int.from_bytes(buf[s : s + n], "big"))
+    for f in _U64_FIELDS:
+        at = where.get(f)
+        col: list[int | None] = getattr(out, f)
+        col.append(None if at is None else int.from_bytes(buf[at[0] : at[0] + 8], "big"))
+
+
+def _columns(buf: bytes, start: int, end: int, out: Elements) -> None:
+    """The elements in buf[start:end] (an NFTA_SET_ELEM_LIST_ELEMENTS payload)."""
+    if start >= end:
+        return
+    _, first_s, first_e = next(_attrs(buf, start, end))
+    where = _element(buf, first_s, first_e)
+    if not out.key_len:
+        out.key_len = where["keys"][1]
+    size = first_e - start
+    n = (end - start) // size
+    if size % 4 == 0 and n * size == end - start:
+        block = buf[start:end]
+        masked = bytearray(block)
+        zeros = bytes(n)
+        rel = {f: (at - start, length) for f, (at, length) in where.items()}
+        for at, length in rel.values():
+            for k in range(length):
+                masked[at + k :: size] = zeros
+        if masked == masked[:size] * n:  # every element laid out like the first
+            if rel["keys"][1] != out.key_len:
+                raise _bad("keys of different sizes in one set")
+            for f, (at, length) in rel.items():
+                col = bytearray(n * length)
+                for k in range(length):
+                    col[k::length] = block[at + k :: size]
+                if f == "keys" and length == 16:
+                    q = struct.unpack(f">{2 * n}Q", col)
+                    out.keys += [(hi << 64) | lo for hi, lo in zip(q[0::2], q[1::2], strict=True)]
+                else:
+                    values = struct.unpack(f">{n}{'I' if length == 4 else 'Q'}", col)
+                    getattr(out, f).extend(values)
+            for f in _U64_FIELDS:
+                if f not in rel:
+                    getattr(out, f).extend([None] * n)
+            return
+    for kind, s, e in _attrs(buf, start, end):
+        if kind == NFTA_LIST_ELEM:
+            _one(buf, _element(buf, s, e), out)
+
+
+def parse_dump(data: bytes, seq: int, out: Elements) -> bool:
+    """Add the elements in one datagram of a dump's answer to out; True once NLMSG_DONE
+    came. DumpError for a kernel error or anything cut short or malformed."""
+    try:
+        return _parse_dump(data, seq, out)
+    except (struct.error, ValueError, IndexError, StopIteration) as exc:  # belt and braces
+        raise _bad(str(exc) or type(exc).__name__) from None
+
+
+def _parse_dump(data: bytes, seq: int, out: Elements) -> bool:
+    off = 0
+    while off < len(data):
+        if off + 16 > len(data):
+            raise _bad("message header cut short")
+        length, kind, flags, mseq, _ = _NLMSGHDR.unpack_from(data, off)
+        end = off + length
+        if length < 16 or end > len(data):
+            raise _bad(f"message length {length} does not fit")
+        if mseq == seq:
+            out.interrupted |= bool(flags & NLM_F_DUMP_INTR)
+            if kind in (NLMSG_DONE, NLMSG_ERROR):
+                if length < 20:
+                    raise _bad("error code cut short")
+                (err,) = struct.unpack_from("=i", data, off + 16)
+                if err:
+                    said = [r.message for r in parse_replies(data[off:end]) if r.message]
+                    text = f" ({said[0]})" if kind == NLMSG_ERROR and said else ""
+                    meaning = _MEANING.get(-err) or os.strerror(-err)
+                    raise DumpError(f"{meaning}{text}", -err)
+                if kind == NLMSG_DONE:
+                    return True
+            elif kind == _SETELEM_MSG:
+                if length < 20:
+                    raise _bad("message cut short")
+                for attr, s, e in _attrs(data, off + 20, end):
+                    if attr == NFTA_SET_ELEM_LIST_ELEMENTS:
+                        _columns(data, s, e, out)
+        off += (length + 3) & ~3
+    return False
+
+
+def list_set(table: str, set_: str, netns: str | None = None, timeout: float = 120.0) -> Elements:
+    """Every element of set inet table set_ with its timeout, time left and counter, in
+    one dump; DumpError (errno ENOENT: no such table or set) if the kernel refuses,
+    Unavailable if netlink could not even be tried. A dump the kernel marks inconsistent
+    (the set changed under it) is retried, at most three times in all."""
+    sock = _socket(netns)
+    kept = False
+    try:
+        out = _consistent(sock, table, set_, timeout)
+    except DumpError as exc:
+        if exc.errno:
+            kept = netns is None  # a refusal leaves nothing queued
+            raise DumpError(
+                f"nftables netlink: listing set inet {table} {set_} failed: {exc}", exc.errno
+            ) from None
+        raise
+    else:
+        kept = netns is None
+        return out
+    finally:
+        if not kept:
+            _drop(sock)
+
+
+def _consistent(sock: socket.socket, table: str, set_: str, timeout: float) -> Elements:
+    for _ in range(3):
+        out = _dump(sock, table, set_, timeout)
+        if not out.interrupted:
+            return out
+    raise DumpError(f"nftables netlink: set inet {table} {set_} kept changing while listed")
+
+
+def _dump(sock: socket.socket, table: str, set_: str, timeout: float) -> Elements:
+    _drain(sock)
+    sock.settimeout(timeout)
+    seq = next(_seq)
+    out = Elements()
+    try:
+        sock.sendto(dump_request(table, set_, seq), (0, 0))
+        while not parse_dump(sock.recv(65536), seq, out):
+            pass
+    except TimeoutError:
+        raise FirewallError(
+            f"nftables netlink: no answer from the kernel within {timeout:.0f} s"
+        ) from None
+    except OSError as exc:
+        raise FirewallError(f"nftables netlink: {exc.strerror or exc}") from None
+    return out
