@@ -252,19 +252,21 @@ def test_traffic_accounting_from_wire_decoy_and_firewall_counters(
         r.call(d.tick)  # quiet in the decoy: blocked
         d.wait_firewall()
         assert atk.packed in d.diverted
+        d.wait_counters()  # the first reading (at start) was the baseline: nothing in it
+        assert ledger.reads >= 1
         reads = ledger.reads
         ledger.drops = [Listed(SetName.BLOCK, net, packets=5, bytes=500)]
         clock.now += cfg.store.counters_every
         r.call(d.tick)
-        d.wait_firewall()
+        d.wait_counters()
         assert ledger.reads == reads + 1
         ledger.drops = [Listed(SetName.BLOCK, net, packets=12, bytes=1200)]
         r.call(d.tick)  # too soon: no second reading
-        d.wait_firewall()
+        d.wait_counters()
         assert ledger.reads == reads + 1
         clock.now += cfg.store.counters_every
         r.call(d.tick)
-        d.wait_firewall()
+        d.wait_counters()
         r.call(d.tick)  # the reading hops back to the loop, then the tick writes it
         assert ledger.reads == reads + 2
         rows = d.store.traffic()

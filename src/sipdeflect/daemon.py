@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -92,9 +93,17 @@ class Daemon:
         # Who the firewall diverts, for the wire capture (accounting.Diverted), and the
         # block set's counters turned into "dropped" traffic every [store] counters_every.
         self.diverted = Diverted()
+        # The reading runs on its own thread: listing a big set takes long (a kernel dump
+        # of a million elements ~60 s), and decisions must never wait behind it. The next
+        # reading is due counters_every later, or ten times as long as this one took,
+        # whichever is later, so reading costs at most ~10% of a core. The first reading
+        # after a start is a baseline (the previous run accounted what came before).
         self._drops = CounterDeltas()
-        self._last_counters = clock()
+        self._counter_thread: threading.Thread | None = None  # a daemon thread: exit never waits
+        self._counters_due = float("-inf")
         self._counting = False
+        self._baseline = True
+        self._counters_took = 0.0
         self._register_control()
 
     # -- inputs (call on the loop thread) ---------------------------------------------------
@@ -169,33 +178,48 @@ class Daemon:
             acc[2] += replies
 
     def _poll_counters(self, now: float) -> None:
-        """Read the block set's counters off the loop (the firewall thread) and account what
-        each element dropped since the last reading, at most once per counters_every."""
+        """Read the block set's counters off the loop and account what each element
+        dropped since the last reading (see __init__ for when)."""
         every = self.config.store.counters_every
-        if self.dry_run or not every or self._counting or now - self._last_counters < every:
+        if self.dry_run or not every or self._counting or now < self._counters_due:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # tick() driven by a test without a loop
             return
-        self._last_counters = now
         self._counting = True
 
-        def done(fut: concurrent.futures.Future[list[Listed]]) -> None:
-            loop.call_soon_threadsafe(self._dropped, fut, now)
+        def read() -> None:
+            t0 = time.monotonic()
+            try:
+                got: list[Listed] | SipDeflectError = self.enforcer.counters()
+            except SipDeflectError as exc:
+                got = exc
+            loop.call_soon_threadsafe(self._dropped, got, time.monotonic() - t0)
 
-        self._fw.submit(self.enforcer.counters).add_done_callback(done)
+        self._counter_thread = threading.Thread(target=read, name="counters", daemon=True)
+        self._counter_thread.start()
 
-    def _dropped(self, fut: concurrent.futures.Future[list[Listed]], now: float) -> None:
+    def _dropped(self, got: list[Listed] | SipDeflectError, took: float) -> None:
         self._counting = False
-        try:
-            listed = fut.result()
-        except SipDeflectError as exc:
-            log.warning("reading the firewall's counters failed: %s", exc)
+        self._counters_took = took
+        now = self.clock()
+        self._counters_due = now + max(self.config.store.counters_every, 10 * took)
+        if isinstance(got, SipDeflectError):
+            log.warning("reading the firewall's counters failed: %s", got)
             return
-        self._account_drops(listed, now)
+        self._account_drops(got, now)
+
+    def wait_counters(self) -> None:
+        """Block until a counter reading in flight is done (tests)."""
+        if self._counter_thread is not None:
+            self._counter_thread.join()
 
     def _account_drops(self, listed: list[Listed], now: float) -> None:
+        if self._baseline:
+            self._baseline = False
+            self._drops.update(listed)
+            return
         rows: list[Row] = []
         for e, packets, nbytes in self._drops.update(listed):
             self.metrics.dropped_packets.inc(packets)
@@ -246,13 +270,6 @@ class Daemon:
             # The kernel's allow set holds the config allowlist too, so no element added
             # by hand elsewhere can ever catch an allowlisted source.
             self.enforcer.reconcile(list(self.engine.active()))
-            if self.config.store.counters_every:
-                # A baseline: what the kernel counted before this start was accounted by
-                # the previous run (up to its last reading), so it is not counted again.
-                try:
-                    self._drops.update(self.enforcer.counters())
-                except SipDeflectError as exc:
-                    log.warning("reading the firewall's counters failed: %s", exc)
 
     def _apply(self, decisions: list[Decision]) -> None:
         if not decisions:
@@ -332,10 +349,13 @@ class Daemon:
         """On the way out: a last reading of the block set's counters, and every traffic
         row still in memory (the capture's last hand-over included) into the store."""
         await asyncio.sleep(0)  # run what the stopped sources handed over
-        if not self.dry_run and self.config.store.counters_every:
+        # (Not when a reading is under way or readings are slow: a huge set would hold up
+        # the exit. Then up to one interval of drops goes unaccounted.)
+        quick = self._counters_took < 1.0 and not self._counting
+        if not self.dry_run and self.config.store.counters_every and quick:
             loop = asyncio.get_running_loop()
             try:
-                listed = await loop.run_in_executor(self._fw, self.enforcer.counters)
+                listed = await loop.run_in_executor(None, self.enforcer.counters)
             except SipDeflectError as exc:
                 log.warning("reading the firewall's counters failed: %s", exc)
             else:
