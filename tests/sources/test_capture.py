@@ -3,9 +3,11 @@ SIP ports, both IPv4 and IPv6 reach the detector, and other traffic never does."
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,7 +15,7 @@ from sipdeflect.accounting import Diverted, Row, Tally
 from sipdeflect.decisions import Action, Decision, parse_target
 from sipdeflect.detect.events import Event, EventKind
 from sipdeflect.detect.wire import WireDetector
-from sipdeflect.lab.netns import hosts, link
+from sipdeflect.lab.netns import Netns, hosts, link
 from sipdeflect.sources.capture import ETH_P_ALL, open_capture, run_capture
 from sipdeflect.sources.data import default_fingerprints
 from tests.detect.sipmsg import register
@@ -21,13 +23,19 @@ from tests.detect.sipmsg import register
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_capture_sees_sip_on_v4_and_v6_and_nothing_else(netns_ok: None) -> None:
+@contextlib.contextmanager
+def _lab() -> Iterator[tuple[Netns, socket.socket]]:
+    """A PBX and an attacker on one link (IPv4 and IPv6); the PBX side's capture socket."""
     with hosts("pbx", "atk") as (pbx, atk):
         pbx_if, _ = link(
             pbx, ["203.0.113.1/24", "2001:db8::1/64"], atk, ["203.0.113.66/24", "2001:db8::66/64"]
         )
         raw = pbx.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        cap = open_capture(pbx_if, [5060], raw)
+        yield atk, open_capture(pbx_if, [5060], raw)
+
+
+def test_capture_sees_sip_on_v4_and_v6_and_nothing_else(netns_ok: None) -> None:
+    with _lab() as (atk, cap):
         det = WireDetector(default_fingerprints())
         events: list[Event] = []
         stop = threading.Event()
@@ -61,12 +69,7 @@ def test_capture_sees_sip_on_v4_and_v6_and_nothing_else(netns_ok: None) -> None:
 def test_capture_accounts_traffic_and_skips_diverted_sources(netns_ok: None) -> None:
     """A diverted (deflected/blocked) source is neither evidence nor traffic that reached
     the PBX; everything else is tallied and handed over from the capture thread."""
-    with hosts("pbx", "atk") as (pbx, atk):
-        pbx_if, _ = link(
-            pbx, ["203.0.113.1/24", "2001:db8::1/64"], atk, ["203.0.113.66/24", "2001:db8::66/64"]
-        )
-        raw = pbx.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        cap = open_capture(pbx_if, [5060], raw)
+    with _lab() as (atk, cap):
         det = WireDetector(default_fingerprints())
         det.tally = Tally()
         diverted = Diverted()

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import os
@@ -28,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sipdeflect.errors import FirewallError
+from sipdeflect.nsocket import socket_in
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
@@ -48,7 +48,6 @@ NFTA_DATA_VALUE = 1
 NLMSGERR_ATTR_MSG = 1
 NFPROTO_INET = 1
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
-CLONE_NEWNET = 0x40000000
 # asm-generic/socket.h; the socket module names them only from Python 3.12
 SO_SNDBUFFORCE: int = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_RCVBUFFORCE: int = getattr(socket, "SO_RCVBUFFORCE", 33)
@@ -217,29 +216,7 @@ class Unavailable(Exception):
 def _open(netns: str | None) -> socket.socket:
     if netns is None:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-    # setns(2) moves only the calling thread; the socket stays in the namespace it was
-    # made in. A short-lived thread enters the namespace and makes it.
-    got: list[socket.socket | BaseException] = []
-
-    def make() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/var/run/netns/{netns}", "rb") as fh:
-                rc = libc.setns(fh.fileno(), CLONE_NEWNET)
-            if rc != 0:
-                e = ctypes.get_errno()
-                got.append(OSError(e, os.strerror(e)))
-            else:
-                got.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER))
-        except BaseException as exc:  # handed back to the caller's thread
-            got.append(exc)
-
-    t = threading.Thread(target=make)
-    t.start()
-    t.join()
-    if isinstance(got[0], BaseException):
-        raise got[0]
-    return got[0]
+    return socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
 
 
 # One socket per thread for this process's own namespace (the daemon's decisions), kept

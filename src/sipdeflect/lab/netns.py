@@ -5,22 +5,20 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from sipdeflect.errors import SipDeflectError
+from sipdeflect.nsocket import socket_in
 
-CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
 
 
@@ -113,28 +111,10 @@ class Netns:
         setns(2) moves only the calling thread, and a socket stays in the namespace it was
         created in, so a short-lived thread enters the namespace and makes the socket.
         """
-        result: list[socket.socket | BaseException] = []
-
-        def make() -> None:
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                with open(f"/var/run/netns/{self.name}", "rb") as fh:
-                    rc = libc.setns(fh.fileno(), CLONE_NEWNET)
-                if rc != 0:
-                    err = ctypes.get_errno()
-                    result.append(OSError(err, os.strerror(err)))
-                    return
-                result.append(socket.socket(family, type_, proto))
-            except BaseException as exc:  # handed back to the caller's thread
-                result.append(exc)
-
-        t = threading.Thread(target=make)
-        t.start()
-        t.join()
-        got = result[0]
-        if isinstance(got, BaseException):
-            raise LabError(f"socket in {self.name}: {got}") from got
-        return got
+        try:
+            return socket_in(self.name, family, type_, proto)
+        except Exception as exc:
+            raise LabError(f"socket in {self.name}: {exc}") from exc
 
     def snmp_counter(self, proto: str, field: str) -> int:
         """A counter from /proc/net/snmp (e.g. ("Udp", "RcvbufErrors")) inside the namespace."""
