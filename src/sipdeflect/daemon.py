@@ -192,20 +192,20 @@ class Daemon:
         def read() -> None:
             t0 = time.monotonic()
             try:
-                got: list[Listed] | SipDeflectError = self.enforcer.counters()
-            except SipDeflectError as exc:
+                got: list[Listed] | Exception = self.enforcer.counters()
+            except Exception as exc:  # reported on the loop; never leaves readings stuck
                 got = exc
             loop.call_soon_threadsafe(self._dropped, got, time.monotonic() - t0)
 
         self._counter_thread = threading.Thread(target=read, name="counters", daemon=True)
         self._counter_thread.start()
 
-    def _dropped(self, got: list[Listed] | SipDeflectError, took: float) -> None:
+    def _dropped(self, got: list[Listed] | Exception, took: float) -> None:
         self._counting = False
         self._counters_took = took
         now = self.clock()
         self._counters_due = now + max(self.config.store.counters_every, 10 * took)
-        if isinstance(got, SipDeflectError):
+        if isinstance(got, Exception):
             log.warning("reading the firewall's counters failed: %s", got)
             return
         self._account_drops(got, now)
@@ -231,7 +231,7 @@ class Daemon:
         self.account(rows)
 
     def flush_traffic(self) -> None:
-        """Per-minute traffic accumulated in memory, written once a tick (not per packet)."""
+        """Traffic accumulated in memory, written once a tick (not per packet)."""
         if self._traffic:
             rows = [
                 (s, float(b), place, p, n, r) for (s, b, place), (p, n, r) in self._traffic.items()
