@@ -283,3 +283,23 @@ def test_traffic_accounting_from_wire_decoy_and_firewall_counters(
         # Released by hand: no longer diverted, so the wire counts it again.
         ControlClient(cfg.control.socket).call("release", target="203.0.113.66")
         assert atk.packed not in d.diverted
+
+
+def test_a_restart_does_not_count_old_drops_again(parts: tuple[Config, Ledger, Clock]) -> None:
+    """The kernel's counters survive a restart; what they held then was accounted by the
+    previous run, so the first reading is only a baseline."""
+    cfg, ledger, clock = parts
+    net = parse_target("203.0.113.66")
+    ledger.drops = [Listed(SetName.BLOCK, net, packets=100, bytes=10_000)]
+    d = Daemon(cfg, ledger, SqliteStore(cfg.store.path), clock=clock)
+    with Running(d) as r:
+        d.wait_counters()
+        r.call(d.tick)
+        assert ledger.reads >= 1
+        ledger.drops = [Listed(SetName.BLOCK, net, packets=103, bytes=10_300)]
+        clock.now += cfg.store.counters_every
+        r.call(d.tick)
+        d.wait_counters()
+        r.call(d.tick)
+    dropped = [(t.packets, t.bytes) for t in d.store.traffic() if t.place == "dropped"]
+    assert dropped == [(3, 300)]
