@@ -150,8 +150,7 @@ class Daemon:
         method = ev.method
         self.metrics.messages.labels("decoy", method).inc()
         self.metrics.decoy_answers.labels(ev.answer).inc()
-        replied = 1 if ev.status is not None else 0
-        self.account(((str(source), ev.time, "decoy", 1, len(ev.raw), replied),))
+        self._count((str(source), ev.time, "decoy", 1, len(ev.raw), int(ev.status is not None)))
         self.store.record_event(
             ev.time,
             str(source),
@@ -167,15 +166,22 @@ class Daemon:
         """Traffic rows (source, time, place, packets, bytes, replies) from the wire capture
         or the firewall's counters, summed in memory until the next tick writes them. This
         host's own addresses (the PBX talking to its trunks) are not sources."""
-        for source, at, place, packets, nbytes, replies in rows:
-            with contextlib.suppress(ValueError):
-                if address(source) in self.own:
+        for row in rows:
+            with contextlib.suppress(ValueError):  # (OTHER, the pooled row, is no address)
+                if address(row[0]) in self.own:
                     continue
-            key = (source, int(at // TRAFFIC_BUCKET) * TRAFFIC_BUCKET, place)
-            acc = self._traffic.setdefault(key, [0, 0, 0])
-            acc[0] += packets
-            acc[1] += nbytes
-            acc[2] += replies
+            self._count(row)
+
+    def _count(self, row: Row) -> None:
+        """One row into the in-memory sums. The decoy's rows come here directly, without
+        the own-address check: the firewall sends it only deflected sources, never this
+        host, and it runs once per decoy message."""
+        source, at, place, packets, nbytes, replies = row
+        key = (source, int(at // TRAFFIC_BUCKET) * TRAFFIC_BUCKET, place)
+        acc = self._traffic.setdefault(key, [0, 0, 0])
+        acc[0] += packets
+        acc[1] += nbytes
+        acc[2] += replies
 
     def _poll_counters(self, now: float) -> None:
         """Read the block set's counters off the loop and account what each element
@@ -224,10 +230,9 @@ class Daemon:
         for e, packets, nbytes in self._drops.update(listed):
             self.metrics.dropped_packets.inc(packets)
             self.metrics.dropped_bytes.inc(nbytes)
-            if e.target.num_addresses == 1:
-                rows.append((str(e.target.network_address), now, "dropped", packets, nbytes, 0))
-            else:
-                rows.append((str(e.target), now, "dropped", packets, nbytes, 0))
+            t = e.target
+            name = str(t.network_address) if t.num_addresses == 1 else str(t)
+            rows.append((name, now, "dropped", packets, nbytes, 0))
         self.account(rows)
 
     def flush_traffic(self) -> None:
