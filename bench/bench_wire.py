@@ -163,7 +163,7 @@ def accounting_overhead(n: int, rounds: int) -> dict[str, object]:
     }
 
 
-def flood(sources: int) -> dict[str, float]:
+def flood(sources: int) -> dict[str, object]:
     """A million distinct spoofed sources in one (virtual) minute: each sends a REGISTER
     with a scanner User-Agent and gets the PBX's 401."""
     from sipdeflect.detect.verdict import Verdicts
