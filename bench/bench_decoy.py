@@ -13,6 +13,8 @@
 #             other targets run with
 #   decoy-plain (only with --targets) --batch 0: one recvmsg/sendto per datagram, to weigh
 #             recvmmsg/sendmmsg through ctypes against the plain loop
+#   decoy-unique-py (only with --targets) decoy-unique without its C accelerator
+#             (SIPDEFLECT_NO_C=1): what the pure-Python scan/build manage
 #   kamailio  Debian's Kamailio, children=1, sl_send_reply("200","OK") (bench/data/)
 #   ruby      the write-up's responder, verbatim, with Debian's ruby (bench/data/)
 # plus the decoy's peak RSS. Results: bench/results/decoy.json.
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import save
+from sipdeflect.decoy import fastpath
 from sipdeflect.lab.netns import Netns
 
 HERE = Path(__file__).parent
@@ -48,8 +51,10 @@ PORTS = {
     "decoy-kbuf": 5063,
     "decoy-unique": 5064,
     "decoy-plain": 5065,
+    "decoy-unique-py": 5066,
 }
-UNIQUE = {"decoy-unique"}  # flooded with loadgen --unique
+UNIQUE = {"decoy-unique", "decoy-unique-py"}  # flooded with loadgen --unique
+DECOYS = [name for name in PORTS if name.startswith("decoy")]
 
 
 def target_argv(name: str, port: int, quiet: bool, tmp: str) -> list[str]:
@@ -211,6 +216,8 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 log = open(Path(tmp) / f"{name}.log", "w")  # noqa: SIM115
                 env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+                if name.endswith("-py"):
+                    env["SIPDEFLECT_NO_C"] = "1"
                 procs[name] = ns.popen(  # per-message output to /dev/null, errors kept
                     argv, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=ROOT
                 )
@@ -246,7 +253,7 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
                     results.setdefault(name, {})["error"] = (
                         f"{name} exited with {procs[name].returncode} during the run"
                     )
-            for name in ("decoy", "decoy-unique", "decoy-kbuf", "decoy-plain"):
+            for name in DECOYS:
                 if name in procs and name in results:
                     results[name]["peak_rss_mib"] = peak_rss_mib(procs[name].pid)
         finally:
@@ -298,12 +305,13 @@ def main(argv: list[str]) -> int:
         "capacity_per_s": {k: v.get("capacity") for k, v in results.items()},
     }
     cap = figures["capacity_per_s"]
-    for mine in ("decoy", "decoy-unique", "decoy-kbuf", "decoy-plain"):
+    for mine in DECOYS:
         for other in ("kamailio", "ruby"):
             if cap.get(mine) and cap.get(other):
                 figures[f"{mine}_vs_{other}"] = round(cap[mine] / cap[other], 2)
     if "decoy" in results:
         figures["decoy_peak_rss_mib"] = results["decoy"].get("peak_rss_mib")
+    figures["c_accelerator"] = fastpath.ACCELERATED
     figures["targets"] = results
     save("decoy", figures)
     return 0 if all("error" not in r for r in results.values()) else 1

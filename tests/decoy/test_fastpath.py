@@ -113,3 +113,32 @@ def test_memo_answers_as_scan_and_build_and_stays_bounded() -> None:
     big = sip("REGISTER", pad=2000)
     memo.scan(big)
     assert big not in memo.scans  # oversized datagrams are not kept
+
+
+def test_memo_stands_aside_for_a_flood_that_never_repeats_then_tries_again() -> None:
+    memo = fastpath.Memo(cap=16, useless=4, rest=40)
+    src = ("203.0.113.5", 5099)
+    unique = [sip("REGISTER", user=str(1000 + u), pad=2) for u in range(200)]
+    for data in unique[:17]:  # the 17th finds the table full with no hit: rest
+        memo.scan(data)
+    assert memo.rests == 1
+    assert memo.resting == 40
+    assert not memo.replies
+    for data in unique[17:57]:  # resting: answers as scan + build, nothing stored
+        got = memo.scan(data)
+        scanned = fastpath.scan(data)
+        assert scanned is not None
+        assert got == (scanned, prepare(scanned[0], scanned[1]))
+        assert memo.reply(data, scanned[1], scanned[2], 200, src) == fastpath.build(
+            scanned[1], scanned[2], 200, src
+        )
+    assert memo.resting == 0
+    assert len(memo.scans) == 1  # the one stored when it stood aside
+    assert len(memo.replies) <= 1  # (the last reply came after the rest ended)
+    # A flood that repeats keeps the memo on: hits reset nothing and no rest follows.
+    repeat = unique[:4]
+    for _ in range(30):
+        for data in repeat:
+            memo.scan(data)
+    assert memo.rests == 1
+    assert memo.hits > 100

@@ -168,6 +168,9 @@ class Summary:
         )
 
 
+CHUNK = 256  # events the writer hands on between two yields of the GIL
+
+
 class Hub:
     """Bounded queue between the hot loop and the sinks, drained by one writer thread."""
 
@@ -199,11 +202,19 @@ class Hub:
         q.append(event)
 
     def drain(self) -> None:
+        """Hand every queued event to the sinks, yielding the GIL every ``CHUNK`` events:
+        otherwise a long drain holds it for a whole switch interval (5 ms) while the UDP
+        loop waits with its datagrams piling up in the kernel's receive queue."""
         q = self._q
+        sinks = self.sinks
+        done = 0
         while q:
             event = q.popleft()
-            for sink in self.sinks:
+            for sink in sinks:
                 sink(event)
+            done += 1
+            if done % CHUNK == 0:
+                time.sleep(0)
 
     def start(self) -> None:
         def run() -> None:

@@ -1,0 +1,149 @@
+"""The C accelerator answers exactly as its Python twins: scan() and build() give equal
+results (or fail alike) on every vector, on odd Via/To shapes, on values with CR/LF/NUL,
+and on a fuzzed corpus. ./dev test sets SIPDEFLECT_REQUIRE_C, so there it must be built."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sipdeflect.decoy import fastpath
+from sipdeflect.decoy.cbuild import build as build_ext
+from tests.decoy.helpers import CAPTURED, VECTORS, sip
+from tests.decoy.test_handle import _mutate
+
+pytestmark = pytest.mark.skipif(
+    not fastpath.ACCELERATED and not os.environ.get("SIPDEFLECT_REQUIRE_C"),
+    reason="the decoy's C accelerator is not built (python -m sipdeflect.decoy.cbuild)",
+)
+HANDMADE = [p.read_bytes() for p in sorted((VECTORS / "handmade").glob("*.sip"))]
+SOURCES = [("203.0.113.5", 5099), ("2001:db8::7", 5060), ("198.51.100.1", 1)]
+EXTRA = [[], [("WWW-Authenticate", 'Digest realm="asterisk", nonce="0badc0de"')]]
+
+
+def test_it_is_built_and_in_use() -> None:
+    assert fastpath.ACCELERATED, "SIPDEFLECT_REQUIRE_C is set but _cfast did not load"
+    assert fastpath.scan is not fastpath.scan_py
+    ok, msg = build_ext()  # idempotent: current, nothing rebuilt
+    assert ok, msg
+
+
+def outcome(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except Exception as exc:  # both twins must fail alike
+        return ("raised", type(exc))
+
+
+def same_answers(index: dict[str, bytes], vias: list[bytes], clean: bool) -> None:
+    for src in SOURCES:
+        for status in (200, 100, 401, 404):
+            for extra in EXTRA:
+                want = outcome(fastpath.build_py, index, vias, status, src, extra, clean=clean)
+                got = outcome(fastpath.build_c, index, vias, status, src, extra, clean=clean)
+                assert got == want, (index, vias, status, src)
+
+
+def same_scan(data: bytes) -> bool:
+    want = fastpath.scan_py(data)
+    got = fastpath.scan(data)
+    assert got == want, data
+    if want is not None:
+        same_answers(want[1], want[2], clean=True)
+    return want is not None
+
+
+def test_vectors() -> None:
+    assert all(same_scan(d) for d in CAPTURED.values())
+    for d in HANDMADE:
+        same_scan(d)
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        b"SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK1;rport",
+        b"SIP/2.0/UDP 203.0.113.5:5099;branch=z9hG4bK1",
+        b"SIP/2.0/UDP 203.0.113.5;rport=1;received=1.2.3.4;RECEIVED=x",
+        b"SIP/2.0/UDP [2001:db8::7]:5060;rport;branch=a",
+        b"SIP/2.0/UDP [2001:db8::7;branch=a",
+        b"SIP/2.0/UDP [;x",
+        b"SIP/2.0/UDP",
+        b"",
+        b";;;",
+        b"SIP/2.0/UDP a;  RPort ; received ;tag",
+        b'SIP/2.0/UDP a;x="1,2", SIP/2.0/UDP b;rport',
+        b" , SIP/2.0/UDP c;rport , ,",
+        b",",
+        b", ,",
+        b"SIP/2.0/UDP <a,b>;rport,SIP/2.0/UDP d",
+        b'SIP/2.0/UDP a;q="x\\",y", SIP/2.0/UDP e',
+        b"SIP/2.0/UDP a\r\n;rport",
+        b"SIP/2.0/UDP a\x00;rport=",
+    ],
+)
+@pytest.mark.parametrize(
+    "to",
+    [
+        b"<sip:100@x>",
+        b"<sip:100@x>;tag=1",
+        b"<sip:100@x> ; TAG = 2",
+        b"<sip:100@x;tag=3>",
+        b"sip:100@x;tag=4",
+        b"",
+        b">;\ttag\n=",
+        b"<sip:a@b>\r\n;tag",
+    ],
+)
+def test_odd_vias_and_tos(via: bytes, to: bytes) -> None:
+    index = {"from": b"<sip:a@b>;tag=9", "to": to, "call-id": b"c\x00d", "cseq": b"1 REGISTER"}
+    same_answers(index, [via, b"SIP/2.0/UDP second\n"], clean=False)
+    same_answers({k: v for k, v in index.items() if k != "call-id"}, [via], clean=False)
+    same_answers(index, [], clean=False)
+
+
+def test_fuzzed_corpus() -> None:
+    rng = random.Random(11)
+    seeds = [*CAPTURED.values(), *HANDMADE, sip("REGISTER", pad=10)]
+    taken = 0
+    for i in range(40_000):
+        taken += same_scan(_mutate(rng, seeds[i % len(seeds)]))
+    assert taken > 1000
+
+
+def test_random_bytes_and_every_prefix() -> None:
+    rng = random.Random(5)
+    for _ in range(20_000):
+        same_scan(rng.randbytes(rng.randrange(0, 600)))
+    whole = sip("INVITE", pad=3)
+    for n in range(len(whole) + 1):
+        same_scan(whole[:n])
+
+
+def test_bad_arguments_raise_instead_of_crashing() -> None:
+    c = fastpath._C
+    assert c is not None
+    with pytest.raises(TypeError):
+        c.scan("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        c.build({"to": "str"}, [], 200, b"SIP/2.0 200 OK\r\n", "h", 1, b"", True)  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        c.build({}, [1], 200, b"", "h", 1, b"", True)  # type: ignore[list-item]
+
+
+def test_the_c_table_of_common_names_agrees_with_canonical_name() -> None:
+    import re
+    from pathlib import Path
+
+    from sipdeflect.sip.fields import canonical_name
+
+    source = (Path(fastpath.__file__).parent / "_cfast.c").read_text()
+    table = source[source.index("COMMON[][2]") : source.index("#define N_COMMON")]
+    pairs = re.findall(r'\{"([^"]+)", "([^"]+)"\}', table)
+    assert len(pairs) > 20
+    for raw, name in pairs:
+        assert canonical_name(raw.encode()) == name, raw
