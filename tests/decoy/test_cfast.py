@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
+import sysconfig
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sipdeflect.decoy import fastpath
+from sipdeflect.decoy import cbuild, fastpath
 from sipdeflect.decoy.cbuild import build as build_ext
 from tests.decoy.helpers import CAPTURED, VECTORS, sip
 from tests.decoy.test_handle import _mutate
@@ -20,6 +24,7 @@ pytestmark = pytest.mark.skipif(
     not fastpath.ACCELERATED and not os.environ.get("SIPDEFLECT_REQUIRE_C"),
     reason="the decoy's C accelerator is not built (python -m sipdeflect.decoy.cbuild)",
 )
+ROOT = Path(__file__).parent.parent.parent
 HANDMADE = [p.read_bytes() for p in sorted((VECTORS / "handmade").glob("*.sip"))]
 SOURCES = [("203.0.113.5", 5099), ("2001:db8::7", 5060), ("198.51.100.1", 1)]
 EXTRA = [[], [("WWW-Authenticate", 'Digest realm="asterisk", nonce="0badc0de"')]]
@@ -137,7 +142,6 @@ def test_bad_arguments_raise_instead_of_crashing() -> None:
 
 def test_the_c_table_of_common_names_agrees_with_canonical_name() -> None:
     import re
-    from pathlib import Path
 
     from sipdeflect.sip.fields import canonical_name
 
@@ -147,3 +151,75 @@ def test_the_c_table_of_common_names_agrees_with_canonical_name() -> None:
     assert len(pairs) > 20
     for raw, name in pairs:
         assert canonical_name(raw.encode()) == name, raw
+
+
+ASAN_DRIVER = r"""
+import random, sys
+sys.path.insert(0, sys.argv[1])
+import _cfast
+from sipdeflect.decoy import fastpath
+from sipdeflect.errors import SipParseError
+from sipdeflect.sip.fields import _names, canonical_name
+from sipdeflect.sip.parse import MANDATORY
+from tests.decoy.helpers import CAPTURED, sip
+from tests.decoy.test_handle import _mutate
+
+_cfast.configure(_names, canonical_name, SipParseError, fastpath._METHODS, tuple(MANDATORY))
+rng = random.Random(3)
+seeds = [*CAPTURED.values(), sip("REGISTER", pad=10), sip("INVITE", extra="v: a, b, ,c\r\n")]
+taken = 0
+for i in range(int(sys.argv[2])):
+    data = _mutate(rng, seeds[i % len(seeds)]) if i % 4 else rng.randbytes(rng.randrange(400))
+    got = _cfast.scan(data)
+    assert got == fastpath.scan_py(data), data
+    if got is None:
+        continue
+    taken += 1
+    method, index, vias = got
+    for src in (("203.0.113.5", 5099), ("2001:db8::7", 1)):
+        for clean in (True, False):
+            try:
+                want = fastpath.build_py(index, vias, 200, src, clean=clean)
+            except IndexError:
+                want = None
+            try:
+                out = _cfast.build(index, vias, 200, b"SIP/2.0 200 OK\r\n", *src, b"", clean)
+            except IndexError:
+                out = None
+            assert out == want, data
+print(taken)
+"""
+
+
+def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
+    """The C code reads attacker bytes: built with ASan and UBSan (abort on the first
+    report), it runs a fuzzed corpus and must agree with Python and exit cleanly."""
+    libasan = subprocess.run(
+        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not libasan.startswith("/"):
+        pytest.skip("gcc's libasan is not installed (Debian: gcc)")
+    out = tmp_path / ("_cfast" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+    argv = cbuild.command(out, ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"))
+    assert isinstance(argv, list), argv
+    subprocess.run(argv, check=True)
+    env = {
+        **os.environ,
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        "PYTHONMALLOC": "malloc",  # objects on the malloc heap, where ASan sees overruns
+        "SIPDEFLECT_NO_C": "1",  # the sanitized build is the only C in that process
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", ASAN_DRIVER, str(tmp_path), "30000"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(res.stdout) > 1000  # the corpus reached build(), not only the deferrals

@@ -23,15 +23,15 @@ def target() -> Path:
     return HERE / ("_cfast" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
 
 
-def command(out: Path) -> list[str] | str:
-    """The compiler argv, or why it cannot run."""
+def command(out: Path, extra: tuple[str, ...] = ()) -> list[str] | str:
+    """The compiler argv (with ``extra`` flags, e.g. sanitizers), or why it cannot run."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return "no C compiler (Debian: apt-get install gcc)"
     include = sysconfig.get_paths()["include"]
     if not (Path(include) / "Python.h").exists():
         return f"no Python.h in {include} (Debian: apt-get install python3-dev)"
-    return [cc, *FLAGS, *HARDEN, f"-I{include}", str(SOURCE), "-o", str(out)]
+    return [cc, *FLAGS, *HARDEN, *extra, f"-I{include}", str(SOURCE), "-o", str(out)]
 
 
 def build(force: bool = False) -> tuple[bool, str]:
