@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import json
 
-from sipdeflect.decoy.events import DecoyEvent, JsonLines, LinePrinter, escape, redact, show
+from sipdeflect.decoy.events import (
+    DecoyEvent,
+    Hub,
+    JsonLines,
+    LinePrinter,
+    escape,
+    redact,
+    show,
+)
+from sipdeflect.decoy.guard import Guard
+from sipdeflect.decoy.server import Decoy
 from sipdeflect.sip import Request, parse
 from tests.decoy.helpers import CAPTURED, Clock, sip
 
@@ -85,3 +95,41 @@ def test_line_printer_summarises_a_flood() -> None:
     assert len(lines) == 5 + 2 + 1
     assert "... 995 more messages from 198.51.100.7" in lines[5]
     assert "... 1 more messages from 203.0.113.9" in lines[6]
+
+
+def test_a_flood_to_a_terminal_makes_records_only_for_the_lines_it_prints() -> None:
+    """With only a LinePrinter listening, the decoy builds per_second records a second and
+    counts the rest per source; the printer's summary still accounts for every message."""
+    clock = Clock()
+    lines: list[str] = []
+    printer = LinePrinter(lines.append, per_second=5, clock=clock)
+    hub = Hub([printer])
+    decoy = Decoy(guard=Guard(budget=0), hub=hub, clock=clock)
+    assert decoy.sample == 5
+    a, b = ("198.51.100.7", 5060), ("203.0.113.9", 5060)
+    for i in range(1000):
+        assert decoy.handle(sip("REGISTER", tag=f"t{i}"), a) is not None
+    decoy.handle(sip("REGISTER"), b)
+    assert len(hub._q) == 5  # five records, nothing else yet
+    decoy.hand_held()
+    hub.drain()
+    assert decoy.totals().messages == 1001
+    clock.now += 1.0
+    decoy.handle(sip("REGISTER"), b)  # a new second: a record again
+    decoy.hand_held()
+    hub.drain()
+    assert len(lines) == 5 + 2 + 1
+    assert "... 995 more messages from 198.51.100.7" in lines[5]
+    assert "... 1 more messages from 203.0.113.9" in lines[6]
+    assert "203.0.113.9:5060 udp REGISTER" in lines[7]
+
+
+def test_any_sink_that_wants_every_message_gets_every_record() -> None:
+    seen: list[DecoyEvent] = []
+    printer = LinePrinter(lambda _: None, per_second=5)
+    decoy = Decoy(guard=Guard(budget=0), hub=Hub([printer, seen.append]), clock=Clock())
+    assert decoy.sample == 0
+    for i in range(50):
+        decoy.handle(sip("REGISTER", tag=f"t{i}"), ("198.51.100.7", 5060))
+    decoy.hub.drain()
+    assert len(seen) == 50

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple
 
@@ -169,16 +169,21 @@ class Summary:
 
 
 CHUNK = 256  # events the writer hands on between two yields of the GIL
+HELD_CAP = 4096  # sources counted per second by a summary (the flood is spoofed: bound it)
 
 
 class Hub:
-    """Bounded queue between the hot loop and the sinks, drained by one writer thread."""
+    """Bounded queue between the hot loop and the sinks, drained by one writer thread.
+
+    Besides events it carries per-source counts ("held": messages the hot loop did not make
+    records for, see ``sample_cap``), which go to the sinks that take them."""
 
     def __init__(self, sinks: list[Sink], maxlen: int = 65_536) -> None:
         self.sinks = sinks
-        self._q: deque[DecoyEvent] = deque(maxlen=maxlen)
+        self._q: deque[DecoyEvent | dict[str, int]] = deque(maxlen=maxlen)
         self.maxlen = maxlen
         self.lost = 0  # events overwritten because the sinks fell behind
+        self.pull: Callable[[], None] | None = None  # called by the writer before each drain
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -195,23 +200,50 @@ class Hub:
     def wants_drops(self) -> bool:
         return bool(self.sinks)
 
+    @property
+    def sample_cap(self) -> int:
+        """Records per second that are enough for every sink, or 0 for all of them. When
+        each sink that wants messages only prints ``per_second`` lines and summarises the
+        rest per source (LinePrinter), the hot loop builds that many records a second and
+        counts the rest per source: a flood costs a dict increment per message instead of
+        a record, a queue slot and a writer-thread call."""
+        caps = [
+            getattr(sink, "per_second", 0) if hasattr(sink, "held") else 0
+            for sink in self.sinks
+            if not getattr(sink, "drops_only", False)
+        ]
+        return min(caps) if caps and all(caps) else 0
+
     def put(self, event: DecoyEvent) -> None:
         q = self._q
         if len(q) >= self.maxlen:
             self.lost += 1
         q.append(event)
 
+    def put_held(self, counts: dict[str, int]) -> None:
+        """Messages per source address that got no record (see sample_cap)."""
+        q = self._q
+        if len(q) >= self.maxlen:
+            self.lost += 1
+        q.append(counts)
+
     def drain(self) -> None:
-        """Hand every queued event to the sinks, yielding the GIL every ``CHUNK`` events:
+        """Hand every queued item to the sinks, yielding the GIL every ``CHUNK`` items:
         otherwise a long drain holds it for a whole switch interval (5 ms) while the UDP
         loop waits with its datagrams piling up in the kernel's receive queue."""
         q = self._q
         sinks = self.sinks
         done = 0
         while q:
-            event = q.popleft()
-            for sink in sinks:
-                sink(event)
+            item = q.popleft()
+            if type(item) is dict:
+                for sink in sinks:
+                    held = getattr(sink, "held", None)
+                    if held is not None:
+                        held(item)
+            else:
+                for sink in sinks:
+                    sink(item)  # type: ignore[arg-type]
             done += 1
             if done % CHUNK == 0:
                 time.sleep(0)
@@ -220,7 +252,11 @@ class Hub:
         def run() -> None:
             while not self._stop:
                 self._wake.wait(0.1)
+                if self.pull is not None:
+                    self.pull()
                 self.drain()
+            if self.pull is not None:
+                self.pull()
             self.drain()
 
         self._thread = threading.Thread(target=run, name="decoy-events", daemon=True)
@@ -254,19 +290,30 @@ class LinePrinter:
         self._lines = 0
         self._held: Counter[str] = Counter()
 
-    def __call__(self, event: DecoyEvent) -> None:
+    def _tick(self) -> None:
         now = self.clock()
         if now - self._window >= 1.0:
             self.flush()
             self._window = now
             self._lines = 0
+
+    def __call__(self, event: DecoyEvent) -> None:
+        self._tick()
         if self._lines < self.per_second:
             self._lines += 1
             self.write(event.line())
             if self.whole:
                 self.write(show(event.raw))
-        elif len(self._held) < 4096 or event.source[0] in self._held:
+        elif len(self._held) < HELD_CAP or event.source[0] in self._held:
             self._held[event.source[0]] += 1
+
+    def held(self, counts: Mapping[str, int]) -> None:
+        """Messages the hot loop counted per source instead of recording them."""
+        self._tick()
+        mine = self._held
+        for ip, n in counts.items():
+            if len(mine) < HELD_CAP or ip in mine:
+                mine[ip] += n
 
     def flush(self) -> None:
         if not self._held:

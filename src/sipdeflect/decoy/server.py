@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sipdeflect.decoy import fastpath, mmsg
-from sipdeflect.decoy.events import DecoyEvent, Hub, Summary
+from sipdeflect.decoy.events import HELD_CAP, DecoyEvent, Hub, Summary
 from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_RECVPKTINFO, Guard
 from sipdeflect.decoy.mmsg import Packet
 from sipdeflect.decoy.strategy import (
@@ -68,6 +68,39 @@ class Decoy:
         self.clock = clock
         self.lock = threading.Lock()  # the UDP threads and the TCP thread share state
         self.memo = fastpath.Memo()  # pure work remembered per datagram (under the lock)
+        # Records per second when the sinks only print that many (Hub.sample_cap); past
+        # it, messages are counted per source and handed over as one dict (hand_held).
+        self.sample = self.hub.sample_cap if self.events else 0
+        self._second = 0
+        self._recorded = 0
+        self._held: dict[str, int] = {}
+        self.hub.pull = self.hand_held
+
+    def _record(self, now: float, ip: str) -> bool:
+        """Whether this message gets a record (else it is counted for its source)."""
+        if not self.sample:
+            return True
+        second = int(now)
+        if second != self._second:
+            self._second, self._recorded = second, 0
+        if self._recorded < self.sample:
+            self._recorded += 1
+            return True
+        held = self._held
+        if ip in held:
+            held[ip] += 1
+        elif len(held) < HELD_CAP:
+            held[ip] = 1
+        else:
+            held["others"] = held.get("others", 0) + 1
+        return False
+
+    def hand_held(self) -> None:
+        """Give the writer what was counted instead of recorded (the writer calls this)."""
+        with self.lock:
+            held, self._held = self._held, {}
+        if held:
+            self.hub.put_held(held)
 
     def _drop(self, data: bytes, src: tuple[str, int], why: str, transport: str) -> None:
         s = self.summary
@@ -147,7 +180,7 @@ class Decoy:
         if ans.status is None:
             st.closed = False
             self.summary.answers[ans.name] += 1
-            if self.events:
+            if self.events and self._record(now, src[0]):
                 self.hub.put(
                     DecoyEvent(
                         now, src, transport, data, request, ans.name, None, ans.why, 0, method
@@ -190,7 +223,7 @@ class Decoy:
         s = self.summary  # the lock is held: several UDP threads share these counters
         s.answered += 1
         s.answers[ans.name] += 1
-        if self.events:
+        if self.events and self._record(now, src[0]):
             self.hub.put(
                 DecoyEvent(
                     now,
