@@ -3,9 +3,11 @@
 # log looks like under attack) and one line in ten. Both the prefilter (ordinary Asterisk
 # chatter) and the per-line parse are exercised. In CPU seconds, pinned to one core (the
 # machine is shared):
-#   in-process     read + parse + the policy (no output), best of 3
+#   in-process     read + parse + the policy (no output), best of 3; also split into
+#                  read + parse alone and the policy alone (over the same events)
 #   CLI --json     `sipdeflect logscan --json LOG` to a pipe, start-up included: one
-#                  JSON line per event on stdout, the flag table on stderr
+#                  JSON line per event on stdout, the flag table on stderr; start-up
+#                  alone is the same command on a one-line log
 #   fail2ban-regex `fail2ban-regex LOG asterisk.conf` (stock filter): prints a summary
 #                  (hit counts per regex, date templates, line counts)
 #   fail2ban-regex -o row: the same, printing one line per failure instead (ip, time,
@@ -29,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import save
+from sipdeflect.detect.events import Event
 from sipdeflect.detect.logs import FORMATS, Context
 from sipdeflect.detect.verdict import Verdicts
 from sipdeflect.sources.chunks import read_chunks
@@ -117,13 +120,35 @@ def in_process(path: Path) -> tuple[float, int]:
     return time.process_time() - t0, n
 
 
+def parse_only(path: Path) -> tuple[float, list[Event]]:
+    """in_process() without the policy: read + parse, keeping the events."""
+    ctx = Context(year=2024, default=datetime(2024, 5, 1, tzinfo=UTC))
+    fmt = FORMATS["asterisk"]
+    t0 = time.process_time()
+    events = [ev for buf in read_chunks(path) for _, ev in fmt.scan(buf, ctx)]
+    return time.process_time() - t0, events
+
+
+def policy_only(events: list[Event]) -> float:
+    verdicts = Verdicts()
+    feed = verdicts.feed
+    t0 = time.process_time()
+    for ev in events:
+        feed(ev)
+    return time.process_time() - t0
+
+
 def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, object]:
     make_log(log, lines, attack)
     best, events = min(in_process(log) for _ in range(3))
+    parse_s, evs = min((parse_only(log) for _ in range(3)), key=lambda r: r[0])
+    policy_s = min(policy_only(evs) for _ in range(3))
     fig: dict[str, object] = {
         "failure_share": attack,
         "events": events,
         "in_process_lines_per_cpu_s": round(lines / best),
+        "in_process_parse_only_lines_per_cpu_s": round(lines / parse_s),
+        "policy_us_per_event": round(policy_s / max(len(evs), 1) * 1e6, 2),
     }
     exe = Path(sys.executable).parent / "sipdeflect"
     cpu, wall, out = best_child([str(exe), "logscan", "--json", str(log)], 2)
@@ -157,10 +182,15 @@ def main(argv: list[str]) -> int:
     os.sched_setaffinity(0, {args.cpu})
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "asterisk.log"
+        one = Path(tmp) / "one.log"
+        make_log(one, 1, 1.0)
+        exe = Path(sys.executable).parent / "sipdeflect"
+        startup, _, _ = best_child([str(exe), "logscan", "--json", str(one)], 3)
         figures: dict[str, object] = {
             "lines": args.lines,
             "pinned_cpu": args.cpu,
             "clock": "CPU seconds (process_time / child rusage): the machine is shared",
+            "cli_startup_cpu_s": round(startup, 3),
             "mixes": [one_mix(log, args.lines, a, not args.no_fail2ban) for a in (0.5, 0.1)],
         }
         save("logscan", figures)

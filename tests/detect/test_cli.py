@@ -160,3 +160,24 @@ def test_json_lines_are_valid_json_for_every_event_of_a_hostile_log(tmp_path: Pa
     ]
     assert len(want) > 500
     assert got == want
+
+
+def test_json_lines_are_byte_for_byte_json_dumps_of_the_contract(tmp_path: Path) -> None:
+    # The hand-formatted line must be exactly what json.dumps gives for the same object
+    # (key order, separators, escapes), not merely JSON that parses to it.
+    from sipdeflect.detect.logs import FORMATS, Context
+    from tests.detect.test_scan import SEEDS
+
+    log = tmp_path / 'l\u00f6g "x".txt'
+    hostile = ['"', "\\", "\x00", "\x1b[2J", "\u2028", "\u00e9", "'", "\U0001f600"]
+    lines = [seed[:40] + h + seed[40:] for seed in SEEDS[:8] for h in hostile] + SEEDS
+    log.write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["logscan", "--json", "--format", "asterisk", str(log)])
+    assert res.exit_code == 0, res.output
+    ctx = Context(year=2024, default=datetime.fromtimestamp(log.stat().st_mtime, UTC))
+    want = "".join(
+        json.dumps({"file": str(log), "line": n, **ev.as_json()}) + "\n"
+        for n, ev in FORMATS["asterisk"].scan(log.read_text(), ctx)
+    )
+    assert want.count("\n") > 20
+    assert res.stdout == want

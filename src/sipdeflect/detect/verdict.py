@@ -21,6 +21,9 @@ from enum import StrEnum
 from sipdeflect.decisions import Level
 from sipdeflect.detect.events import Address, Event, EventKind
 
+_SUCCEEDED = EventKind.AUTH_SUCCEEDED
+_SUSPECT = Level.SUSPECT
+
 
 class Evidence(StrEnum):
     CREDENTIALED = "credentialed"
@@ -181,14 +184,21 @@ class Verdicts:
             for cls in rule.needs:
                 cap[cls] = max(cap[cls], rule.level)
         # Everything feed() needs to know about an event, looked up once per event:
-        # (kind, verified) -> (class index, weight, timestamps kept, level cap).
+        # (kind, verified) -> (class index, weight, timestamps kept, level cap, unproven).
         self._classes: tuple[Evidence, ...] = tuple(Evidence)
         index = {cls: i for i, cls in enumerate(self._classes)}
         self._unproven = index[Evidence.UNPROVEN]
-        self._info: dict[tuple[EventKind, bool], tuple[int, int, int, Level]] = {
-            (kind, proven): (index[cls], policy.weights.get(kind, 1), keep.get(cls, 1), cap[cls])
+        self._info: dict[tuple[EventKind, bool], tuple[int, int, int, Level, bool]] = {
+            (kind, proven): (
+                index[cls],
+                policy.weights.get(kind, 1),
+                keep.get(cls, 1),
+                cap[cls],
+                cls is Evidence.UNPROVEN,
+            )
             for (kind, proven), cls in policy.evidence.items()
         }
+        self._probe_on = policy.probe_at > 0
         # The level depends only on how many timestamps each class holds, and each class
         # holds at most its `keep`: levels are memoised by those counts (see _level).
         self._levels: dict[tuple[int, ...], tuple[Level, str]] = {}
@@ -197,13 +207,13 @@ class Verdicts:
         """Account one event; a Flag when its source reaches a higher level (or, once per
         probe window, enough forgeable evidence for a probe)."""
         kind = ev.kind
-        if kind is EventKind.AUTH_SUCCEEDED and ev.verified:
+        if kind is _SUCCEEDED and ev.verified:
             self._trust(ev)
             return None
         info = self._info.get((kind, ev.verified))
         if info is None:
             return None
-        ci, weight, keep, cap = info
+        ci, weight, keep, cap, unproven = info
         now = ev.time.timestamp()
         st = self._state.get(ev.source)
         if st is None:
@@ -212,13 +222,15 @@ class Verdicts:
             st.last = now
         counts = st.counts
         counts[kind] = counts.get(kind, 0) + 1
-        p = self.policy
-        unproven = ci == self._unproven
-        if unproven and now < st.trusted_until:
-            return None  # a customer the PBX let in: forged packets cannot touch it
-        probing = unproven and p.probe_at > 0 and st.level < Level.SUSPECT
+        if unproven:
+            if now < st.trusted_until:
+                return None  # a customer the PBX let in: forged packets cannot touch it
+            probing = self._probe_on and st.level < _SUSPECT
+        else:
+            probing = False
         if st.level >= cap and not probing:
             return None  # more of this evidence cannot lift it (nor is it kept)
+        p = self.policy
         all_times = st.times
         times = all_times[ci]
         if weight == 1:

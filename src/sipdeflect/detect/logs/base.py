@@ -22,12 +22,18 @@ class Context:
     """What a line cannot say about itself: the year of year-less stamps, the zone the PBX
     logs in, and the time to use when a line has no stamp at all (journal, stderr). With
     ``now``, a year-less stamp more than a day after it is taken from the year before
-    (a December line read in January), as syslog readers and fail2ban do."""
+    (a December line read in January), as syslog readers and fail2ban do. It also holds
+    the stamps already converted under it (a cache, not part of its value)."""
 
     year: int
     tz: tzinfo = UTC
     default: datetime = datetime(1970, 1, 1, tzinfo=UTC)
     now: datetime | None = None
+    # stamp text (or "[stamp]" head) -> UTC time; stamp text without seconds -> UTC at :00
+    stamps: dict[str, datetime] = field(default_factory=dict, init=False, repr=False, compare=False)
+    minutes: dict[str, datetime | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,7 @@ class LogFormat:
 
 
 _STREAM = frozenset({"TCP", "TLS", "WS", "WSS"})
+_new_event = tuple.__new__  # Event(...) without NamedTuple's Python-level __new__
 
 
 def _compile(origin: str, rule: Rule) -> Apply:
@@ -149,7 +156,7 @@ def _compile(origin: str, rule: Rule) -> Apply:
     tcp_verifies, challenge_check = rule.tcp_verifies, rule.challenge_check
     candidates, pick = rule.candidates, rule.pick
     repeat = rule.repeat or rule.marker
-    accounts = _uri_account if rule.account_in_uri else clean
+    account_of = _uri_account if rule.account_in_uri else clean
 
     def apply(line: str, ctx: Context) -> Event | None:
         m = search(line)
@@ -169,7 +176,9 @@ def _compile(origin: str, rule: Rule) -> Apply:
         kind, verified = outcome
         hostport = gs[i_hostport] if i_hostport >= 0 else None
         if hostport is not None:
-            host, port_text = split_hostport(hostport)
+            host, _, port_text = hostport.partition(":")  # split_hostport's common case
+            if ":" in port_text or host[:1] == "[":
+                host, port_text = split_hostport(hostport)
         else:
             host = (gs[i_addr] if i_addr >= 0 else None) or ""
             port_text = gs[i_port] if i_port >= 0 else None
@@ -189,8 +198,12 @@ def _compile(origin: str, rule: Rule) -> Apply:
                 kind, verified, src, port = EventKind.LOG_INJECTION, False, found[pick], None
         account = gs[i_account] if i_account >= 0 else None
         if account is not None:
-            account = accounts(account)
-        return Event(stamp(line, ctx), kind, src, port, account, origin, detail, verified)
+            account = account_of(account)
+        # A cached "[...]" stamp head (Asterisk) needs no regex; see stamp().
+        when = ctx.stamps.get(line[:21])
+        if when is None:
+            when = stamp(line, ctx)
+        return _new_event(Event, (when, kind, src, port, account, origin, detail, verified))
 
     return apply
 
@@ -258,34 +271,30 @@ _MONTHS = {
 }
 _DAY = timedelta(days=1)
 _SECONDS = tuple(timedelta(seconds=i) for i in range(60))
-_STAMPS: dict[str, datetime] = {}  # stamp text (or "[stamp]" head) -> UTC time
-_MINUTES: dict[str, datetime | None] = {}  # stamp text without its seconds -> UTC at :00
-_STAMPS_CTX: Context | None = None
+_STAMPS_MAX = 4096  # entries per cache (cleared when full: a big dict costs more than misses)
 
 
 def stamp(line: str, ctx: Context) -> datetime:
-    """The line's leading timestamp as UTC, or ctx.default when it has none."""
-    global _STAMPS_CTX  # noqa: PLW0603 - the cache belongs to one Context at a time
-    if _STAMPS_CTX is not ctx:
-        _STAMPS.clear()
-        _MINUTES.clear()
-        _STAMPS_CTX = ctx
-    elif len(_STAMPS) > 4096:
-        _STAMPS.clear()
-    # Fast path: a cached "[...]" stamp (Asterisk) needs no regex.
+    """The line's leading timestamp as UTC, or ctx.default when it has none. Converted
+    stamps are kept in ctx.stamps under their text and, for "[stamp]" heads (Asterisk),
+    under the 21-character head too: no other key has that length, so a lookup of a
+    line's first 21 characters hits only for such a head."""
+    stamps = ctx.stamps
     head = line[:21] if line[:1] == "[" else None
-    got = None if head is None else _STAMPS.get(head)
+    got = None if head is None else stamps.get(head)
     if got is not None:
         return got
     m = _STAMP.match(line)
     if m is None:
         return ctx.default
+    if len(stamps) >= _STAMPS_MAX:
+        stamps.clear()
     key = m.group()
-    got = _STAMPS.get(key)
+    got = stamps.get(key)
     if got is None:
-        got = _STAMPS[key] = _stamp_of(m, ctx)
+        got = stamps[key] = _stamp_of(m, ctx)
     if head is not None and head == key + "]":
-        _STAMPS[head] = got
+        stamps[head] = got
     return got
 
 
@@ -296,12 +305,13 @@ def _stamp_of(m: re.Match[str], ctx: Context) -> datetime:
     kind = m.lastgroup or ""
     text = m.group(kind)
     minute = text[:-2]
-    if minute in _MINUTES:
-        base = _MINUTES[minute]
+    minutes = ctx.minutes
+    if minute in minutes:
+        base = minutes[minute]
     else:
-        if len(_MINUTES) > 4096:
-            _MINUTES.clear()
-        base = _MINUTES[minute] = _to_datetime(kind, minute + "00", ctx.year, ctx)
+        if len(minutes) >= _STAMPS_MAX:
+            minutes.clear()
+        base = minutes[minute] = _to_datetime(kind, minute + "00", ctx.year, ctx)
     sec = int(text[-2:])
     if base is None or sec > 59:
         return ctx.default
