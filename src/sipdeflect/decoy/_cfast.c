@@ -45,7 +45,8 @@ static const char *find2(const char *p, const char *end, const char *pat, size_t
     return memmem(p, (size_t)(end - p), pat, n);
 }
 
-/* The whitespace-separated words of [p, end): up to `max` (start, length); their count. */
+/* The whitespace-separated words of [p, end) (bytes.split()): their count; (start, length)
+ * of the first max - 1 of them and, in slot max - 1, of the last one seen. */
 static int words(const char *p, const char *end, const char **start, Py_ssize_t *len, int max)
 {
     int n = 0;
@@ -57,10 +58,9 @@ static int words(const char *p, const char *end, const char **start, Py_ssize_t 
         const char *w = p;
         while (p < end && !is_space((unsigned char)*p))
             p++;
-        if (n < max) {
-            start[n] = w;
-            len[n] = p - w;
-        }
+        int slot = n < max ? n : max - 1;
+        start[slot] = w;
+        len[slot] = p - w;
         n++;
     }
     return n;
@@ -375,27 +375,8 @@ static int put_top_via(Buf *b, const char *v, const char *ve, const char *host,
     /* _sent_by_host(first): the last whitespace word when there are at least two. */
     const char *sb = NULL;
     Py_ssize_t sbl = 0;
-    {
-        const char *p = v, *last = NULL;
-        Py_ssize_t last_len = 0;
-        int n = 0;
-        while (p < first_end) {
-            while (p < first_end && is_space((unsigned char)*p))
-                p++;
-            if (p >= first_end)
-                break;
-            const char *w0 = p;
-            while (p < first_end && !is_space((unsigned char)*p))
-                p++;
-            last = w0;
-            last_len = p - w0;
-            n++;
-        }
-        if (n > 1) {
-            sb = last;
-            sbl = last_len;
-        }
-    }
+    if (words(v, first_end, &sb, &sbl, 1) < 2)
+        sbl = 0;
     const char *hs = "";
     Py_ssize_t hl = 0;
     if (sbl > 0 && sb[0] == '[') {
