@@ -1,4 +1,5 @@
-"""The batched UDP path (recvmmsg/sendmmsg through ctypes) on real loopback sockets: it
+"""The batched UDP path (recvmmsg/sendmmsg through ctypes, and the C accelerator's Batch:
+every test runs against both) on real loopback sockets: it
 decodes sources and IP_PKTINFO as recvmsg does, each reply goes back to the source of its
 own request, the guard still decides per packet, a message the kernel refuses mid-batch
 is skipped without losing the rest, and both loops (batched and plain) answer and stop."""
@@ -6,19 +7,37 @@ is skipped without losing the rest, and both loops (batched and plain) answer an
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from sipdeflect.decoy import mmsg
+from sipdeflect.decoy import fastpath, mmsg
 from sipdeflect.decoy.guard import Guard
 from sipdeflect.decoy.server import Decoy, enable_pktinfo, serve_udp
 from tests.decoy.helpers import sip
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="recvmmsg/sendmmsg: Linux only")
+BatchFactory = Callable[[socket.socket, int], Any]
+
+
+def _c_batch(sock: socket.socket, n: int) -> Any:
+    c = fastpath.C_MODULE
+    if c is None:
+        if os.environ.get("SIPDEFLECT_REQUIRE_C"):
+            pytest.fail("SIPDEFLECT_REQUIRE_C is set but the C accelerator did not load")
+        pytest.skip("the decoy's C accelerator is not built (python -m sipdeflect.decoy.cbuild)")
+    return c.Batch(sock.fileno(), n, mmsg.decode_sockaddr, mmsg.decode_control)
+
+
+@pytest.fixture(params=["python", "c"])
+def make(request: pytest.FixtureRequest) -> BatchFactory:
+    """Each test runs against mmsg.Batch and against the C accelerator's Batch."""
+    return mmsg.Batch if request.param == "python" else _c_batch
 
 
 @pytest.fixture
@@ -40,7 +59,7 @@ def clients(n: int) -> list[socket.socket]:
     return out
 
 
-def queued(server: socket.socket, batch: mmsg.Batch, want: int) -> list[mmsg.Packet]:
+def queued(server: socket.socket, batch: Any, want: int) -> list[mmsg.Packet]:
     """recv() until ``want`` packets arrived (loopback delivery is immediate, but the
     batch may be split if the call races the senders)."""
     got: list[mmsg.Packet] = []
@@ -54,8 +73,10 @@ def call_id(msg: bytes) -> bytes:
     return msg.split(b"\r\nCall-ID: ", 1)[1].split(b"\r\n", 1)[0]
 
 
-def test_sources_and_pktinfo_decode_as_recvmsg_does(server: socket.socket) -> None:
-    batch = mmsg.Batch(server, 8)
+def test_sources_and_pktinfo_decode_as_recvmsg_does(
+    server: socket.socket, make: BatchFactory
+) -> None:
+    batch = make(server, 8)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
         c.bind(("127.0.0.9", 0))
         c.sendto(b"one", server.getsockname())
@@ -67,7 +88,7 @@ def test_sources_and_pktinfo_decode_as_recvmsg_does(server: socket.socket) -> No
     assert packet == (b"two", src, anc)
 
 
-def test_ipv6_source_decodes_as_recvfrom_does() -> None:
+def test_ipv6_source_decodes_as_recvfrom_does(make: BatchFactory) -> None:
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.bind(("::1", 0))
@@ -77,18 +98,18 @@ def test_ipv6_source_decodes_as_recvfrom_does() -> None:
         enable_pktinfo(sock)
         c.bind(("::1", 0))
         c.sendto(b"x", sock.getsockname()[:2])
-        (packet,) = queued(sock, mmsg.Batch(sock, 4), 1)
+        (packet,) = queued(sock, make(sock, 4), 1)
         assert packet[1] == c.getsockname()[:2]
     with pytest.raises(ValueError, match="family"):
         mmsg.decode_sockaddr(b"\x00" * 16)
 
 
 def test_each_reply_goes_to_its_own_source_and_the_guard_decides_per_packet(
-    server: socket.socket,
+    server: socket.socket, make: BatchFactory
 ) -> None:
     # budget 1 with burst 1: one reply per destination, decided packet by packet
     decoy = Decoy(guard=Guard(budget=1.0, local=["127.0.0.1"]), clock=lambda: 1000.0)
-    batch = mmsg.Batch(server, 16)
+    batch = make(server, 16)
     cs = clients(4)
     dst = server.getsockname()
     sent = []
@@ -120,9 +141,9 @@ def test_each_reply_goes_to_its_own_source_and_the_guard_decides_per_packet(
 
 @pytest.mark.parametrize("bad", [0, 1, 3])
 def test_a_message_the_kernel_refuses_is_skipped_and_the_rest_are_sent(
-    server: socket.socket, bad: int
+    server: socket.socket, bad: int, make: BatchFactory
 ) -> None:
-    batch = mmsg.Batch(server, 8)
+    batch = make(server, 8)
     cs = clients(4)
     for i, c in enumerate(cs):
         c.sendto(b"ping%d" % i, server.getsockname())

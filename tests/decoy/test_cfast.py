@@ -187,6 +187,27 @@ for i in range(int(sys.argv[2])):
             except IndexError:
                 out = None
             assert out == want, data
+# The batch I/O: datagrams of every size up to the largest UDP payload, over loopback.
+import socket
+from sipdeflect.decoy import mmsg
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("127.0.0.1", 0))
+srv.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_PKTINFO", 8), 1)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+cli.bind(("127.0.0.2", 0))
+cli.settimeout(5)
+batch = _cfast.Batch(srv.fileno(), 8, mmsg.decode_sockaddr, mmsg.decode_control)
+for size in (0, 1, 300, 1500, 65507):
+    for _ in range(3):
+        cli.sendto(bytes([size % 251]) * size, srv.getsockname())
+    got = []
+    while len(got) < 3:
+        got += batch.recv()
+    assert all(len(d) == size and src == cli.getsockname() for d, src, anc in got), size
+    assert batch.send([(i, d[: size // 2]) for i, (d, _, _) in enumerate(got)]) == 3
+    for _ in range(3):
+        assert len(cli.recv(65535)) == size // 2
 print(taken)
 """
 

@@ -10,7 +10,11 @@
  * Build: python -m sipdeflect.decoy.cbuild (./dev setup runs it). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 
 #define MAX_MESSAGE 65535
 #define MAX_HEADERS 128
@@ -623,6 +627,295 @@ fail:
     return NULL;
 }
 
+/* -- Batch: mmsg.Batch's recvmmsg/sendmmsg slots, with the per-message work in C ---------
+ * Same layout and rules as mmsg.py (see its opening comment): n receive slots of 64 KiB
+ * (an anonymous mapping, touched only as far as datagrams reach), 32-byte name and 64-byte
+ * control slots; recv() blocks for one datagram (MSG_WAITFORONE) with the GIL released
+ * and returns [(data, source, ancillary)], sources and ancillary data decoded by the
+ * Python functions given (cached per distinct raw value, bounded); send() writes each
+ * reply into its request's slot and sends it to that request's own sockaddr. */
+
+#define B_MAX_DATAGRAM 65536
+#define B_NAME_SIZE 32
+#define B_CONTROL_SIZE 64
+#define B_CACHE_CAP 65536
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    int n;
+    char *data;
+    char *names;
+    char *controls;
+    struct iovec *iov, *siov;
+    struct mmsghdr *hdrs, *shdrs;
+    int *slot_of; /* packet index (of the last recv) -> receive slot */
+    int nslots;
+    PyObject *slots; /* the same as a list, for tests and mmsg.Batch's API */
+    PyObject *names_view;
+    PyObject *sources, *ancillary, *decode_sockaddr, *decode_control;
+    Py_ssize_t send_errors, truncated;
+} BatchObject;
+
+static void Batch_dealloc(BatchObject *self)
+{
+    if (self->data != NULL && self->data != MAP_FAILED)
+        munmap(self->data, (size_t)self->n * B_MAX_DATAGRAM);
+    PyMem_Free(self->names);
+    PyMem_Free(self->controls);
+    PyMem_Free(self->iov);
+    PyMem_Free(self->siov);
+    PyMem_Free(self->hdrs);
+    PyMem_Free(self->shdrs);
+    PyMem_Free(self->slot_of);
+    Py_XDECREF(self->slots);
+    Py_XDECREF(self->names_view);
+    Py_XDECREF(self->sources);
+    Py_XDECREF(self->ancillary);
+    Py_XDECREF(self->decode_sockaddr);
+    Py_XDECREF(self->decode_control);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Batch_init(BatchObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"fd", "n", "decode_sockaddr", "decode_control", NULL};
+    int fd, n;
+    PyObject *ds, *dc;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiOO", kwlist, &fd, &n, &ds, &dc))
+        return -1;
+    if (n < 1 || n > 1024 || fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "need fd >= 0 and 1 <= n <= 1024");
+        return -1;
+    }
+    if (self->data != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Batch is already initialised");
+        return -1;
+    }
+    self->fd = fd;
+    self->n = n;
+    self->data = mmap(NULL, (size_t)n * B_MAX_DATAGRAM, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (self->data == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->names = PyMem_Calloc((size_t)n, B_NAME_SIZE);
+    self->controls = PyMem_Calloc((size_t)n, B_CONTROL_SIZE);
+    self->iov = PyMem_Calloc((size_t)n, sizeof(struct iovec));
+    self->siov = PyMem_Calloc((size_t)n, sizeof(struct iovec));
+    self->hdrs = PyMem_Calloc((size_t)n, sizeof(struct mmsghdr));
+    self->shdrs = PyMem_Calloc((size_t)n, sizeof(struct mmsghdr));
+    self->slot_of = PyMem_Calloc((size_t)n, sizeof(int));
+    self->slots = PyList_New(0);
+    self->sources = PyDict_New();
+    self->ancillary = PyDict_New();
+    if (!self->names || !self->controls || !self->iov || !self->siov || !self->hdrs ||
+        !self->shdrs || !self->slot_of) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (!self->slots || !self->sources || !self->ancillary)
+        return -1;
+    self->names_view = PyMemoryView_FromMemory(self->names, (Py_ssize_t)n * B_NAME_SIZE,
+                                               PyBUF_WRITE);
+    if (self->names_view == NULL)
+        return -1;
+    Py_INCREF(ds);
+    Py_INCREF(dc);
+    self->decode_sockaddr = ds;
+    self->decode_control = dc;
+    for (int i = 0; i < n; i++) {
+        self->iov[i].iov_base = self->data + (size_t)i * B_MAX_DATAGRAM;
+        self->iov[i].iov_len = B_MAX_DATAGRAM;
+        struct msghdr *h = &self->hdrs[i].msg_hdr;
+        h->msg_name = self->names + (size_t)i * B_NAME_SIZE;
+        h->msg_iov = &self->iov[i];
+        h->msg_iovlen = 1;
+        h->msg_control = self->controls + (size_t)i * B_CONTROL_SIZE;
+    }
+    return 0;
+}
+
+/* cache[raw] or decode(raw), remembered (cleared when full). New reference. */
+static PyObject *cached(PyObject *cache, PyObject *decode, const char *p, Py_ssize_t n)
+{
+    PyObject *raw = PyBytes_FromStringAndSize(p, n);
+    if (raw == NULL)
+        return NULL;
+    PyObject *got = PyDict_GetItemWithError(cache, raw);
+    if (got != NULL) {
+        Py_INCREF(got);
+        Py_DECREF(raw);
+        return got;
+    }
+    if (PyErr_Occurred() || (got = PyObject_CallOneArg(decode, raw)) == NULL) {
+        Py_DECREF(raw);
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(cache) >= B_CACHE_CAP)
+        PyDict_Clear(cache);
+    int r = PyDict_SetItem(cache, raw, got);
+    Py_DECREF(raw);
+    if (r < 0) {
+        Py_DECREF(got);
+        return NULL;
+    }
+    return got;
+}
+
+static PyObject *Batch_recv(BatchObject *self, PyObject *unused)
+{
+    for (int i = 0; i < self->n; i++) {
+        struct msghdr *h = &self->hdrs[i].msg_hdr;
+        h->msg_namelen = B_NAME_SIZE;
+        h->msg_controllen = B_CONTROL_SIZE;
+        h->msg_flags = 0;
+    }
+    int k;
+    Py_BEGIN_ALLOW_THREADS
+    k = recvmmsg(self->fd, self->hdrs, (unsigned int)self->n, MSG_WAITFORONE, NULL);
+    Py_END_ALLOW_THREADS
+    self->nslots = 0;
+    if (PyList_SetSlice(self->slots, 0, PyList_GET_SIZE(self->slots), NULL) < 0)
+        return NULL;
+    if (k < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < k; i++) {
+        struct msghdr *h = &self->hdrs[i].msg_hdr;
+        if (h->msg_flags & MSG_TRUNC) {
+            self->truncated++;
+            continue;
+        }
+        if (h->msg_namelen == 0) /* shutdown() wakes the call with an empty, nameless read */
+            continue;
+        Py_ssize_t namelen = h->msg_namelen > B_NAME_SIZE ? B_NAME_SIZE : h->msg_namelen;
+        Py_ssize_t clen = h->msg_controllen > B_CONTROL_SIZE ? B_CONTROL_SIZE
+                                                             : (Py_ssize_t)h->msg_controllen;
+        Py_ssize_t size = self->hdrs[i].msg_len > B_MAX_DATAGRAM ? B_MAX_DATAGRAM
+                                                                 : self->hdrs[i].msg_len;
+        PyObject *src = cached(self->sources, self->decode_sockaddr, h->msg_name, namelen);
+        PyObject *anc = src ? cached(self->ancillary, self->decode_control, h->msg_control, clen)
+                            : NULL;
+        PyObject *data =
+            anc ? PyBytes_FromStringAndSize(self->data + (size_t)i * B_MAX_DATAGRAM, size) : NULL;
+        PyObject *item = data ? PyTuple_Pack(3, data, src, anc) : NULL;
+        PyObject *slot = item ? PyLong_FromLong(i) : NULL;
+        int ok = slot != NULL && PyList_Append(out, item) == 0 &&
+                 PyList_Append(self->slots, slot) == 0;
+        Py_XDECREF(src);
+        Py_XDECREF(anc);
+        Py_XDECREF(data);
+        Py_XDECREF(item);
+        Py_XDECREF(slot);
+        if (!ok) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        self->slot_of[self->nslots++] = i;
+    }
+    return out;
+}
+
+static PyObject *Batch_send(BatchObject *self, PyObject *replies)
+{
+    PyObject *seq = PySequence_Fast(replies, "send() needs a sequence of (index, bytes)");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+    int count = 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(seq, j);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "send() needs (index, bytes) pairs");
+            goto fail;
+        }
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        if (i < 0)
+            i += self->nslots; /* as list indexing does */
+        if (i < 0 || i >= self->nslots) {
+            PyErr_SetString(PyExc_IndexError, "no such packet in the last recv()");
+            goto fail;
+        }
+        if (count >= self->n) {
+            PyErr_SetString(PyExc_ValueError, "more replies than slots");
+            goto fail;
+        }
+        int slot = self->slot_of[i];
+        PyObject *b = PyTuple_GET_ITEM(pair, 1);
+        Py_ssize_t size = PyBytes_GET_SIZE(b);
+        if (size > B_MAX_DATAGRAM) {
+            self->send_errors++;
+            continue;
+        }
+        char *at = self->data + (size_t)slot * B_MAX_DATAGRAM;
+        memcpy(at, PyBytes_AS_STRING(b), (size_t)size);
+        self->siov[count].iov_base = at;
+        self->siov[count].iov_len = (size_t)size;
+        struct msghdr *h = &self->shdrs[count].msg_hdr;
+        memset(h, 0, sizeof *h);
+        h->msg_name = self->names + (size_t)slot * B_NAME_SIZE;
+        h->msg_namelen = self->hdrs[slot].msg_hdr.msg_namelen;
+        h->msg_iov = &self->siov[count];
+        h->msg_iovlen = 1;
+        count++;
+    }
+    Py_DECREF(seq);
+    long sent = 0;
+    int done = 0;
+    while (done < count) { /* each pass moves on by at least one message: bounded */
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = sendmmsg(self->fd, self->shdrs + done, (unsigned int)(count - done), 0);
+        Py_END_ALLOW_THREADS
+        if (r <= 0) { /* the message at `done` failed (errno): skip it, send the rest */
+            self->send_errors++;
+            done++;
+        } else {
+            sent += r;
+            done += r;
+        }
+    }
+    return PyLong_FromLong(sent);
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyMethodDef Batch_methods[] = {
+    {"recv", (PyCFunction)Batch_recv, METH_NOARGS, "mmsg.Batch.recv"},
+    {"send", (PyCFunction)Batch_send, METH_O, "mmsg.Batch.send"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Batch_members[] = {
+    {"fd", T_INT, offsetof(BatchObject, fd), READONLY, NULL},
+    {"n", T_INT, offsetof(BatchObject, n), READONLY, NULL},
+    {"send_errors", T_PYSSIZET, offsetof(BatchObject, send_errors), 0, NULL},
+    {"truncated", T_PYSSIZET, offsetof(BatchObject, truncated), 0, NULL},
+    {"slots", T_OBJECT, offsetof(BatchObject, slots), READONLY, NULL},
+    {"names", T_OBJECT, offsetof(BatchObject, names_view), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject BatchType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sipdeflect.decoy._cfast.Batch",
+    .tp_basicsize = sizeof(BatchObject),
+    .tp_dealloc = (destructor)Batch_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "mmsg.Batch with the per-message work in C (see mmsg.py)",
+    .tp_methods = Batch_methods,
+    .tp_members = Batch_members,
+    .tp_init = (initproc)Batch_init,
+    .tp_new = PyType_GenericNew,
+};
+
 /* configure(names, canonical_name, SipParseError, methods, mandatory) */
 static PyObject *configure(PyObject *self, PyObject *args)
 {
@@ -672,5 +965,16 @@ PyMODINIT_FUNC PyInit__cfast(void)
         if (common_names[i] == NULL)
             return NULL;
     }
-    return PyModule_Create(&cfast_module);
+    if (PyType_Ready(&BatchType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&cfast_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&BatchType);
+    if (PyModule_AddObject(m, "Batch", (PyObject *)&BatchType) < 0) {
+        Py_DECREF(&BatchType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

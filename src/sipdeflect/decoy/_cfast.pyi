@@ -1,5 +1,22 @@
 # Type stub for the optional C accelerator (_cfast.c); see fastpath.py.
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+class Batch:
+    fd: int
+    n: int
+    send_errors: int
+    truncated: int
+    slots: list[int]
+    names: memoryview
+    def __init__(
+        self,
+        fd: int,
+        n: int,
+        decode_sockaddr: Callable[[bytes], tuple[str, int]],
+        decode_control: Callable[[bytes], list[tuple[int, int, bytes]]],
+    ) -> None: ...
+    def recv(self) -> list[tuple[bytes, tuple[str, int], list[tuple[int, int, bytes]]]]: ...
+    def send(self, replies: Sequence[tuple[int, bytes]], /) -> int: ...
 
 def scan(data: bytes, /) -> tuple[str, dict[str, bytes], list[bytes]] | None: ...
 def build(

@@ -178,6 +178,7 @@ def _load_c() -> ModuleType | None:
 
 
 _C = _load_c()
+C_MODULE = _C  # for mmsg.open_batch
 _STATUS_LINES: dict[int, bytes] = {}
 
 

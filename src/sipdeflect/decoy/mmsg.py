@@ -8,7 +8,8 @@
 # request's receive slot (a UDP reply is never larger than its request) and sent to the
 # sockaddr the kernel wrote for that request, so a reply cannot go to another source.
 # available() is False off 64-bit Linux or without libc: the server then keeps its plain
-# recvmsg/sendto loop.
+# recvmsg/sendto loop. open_batch() prefers the C accelerator's Batch (_cfast.c: the same
+# slots and rules, with the per-message Python of recv/send done in C) when it is built.
 from __future__ import annotations
 
 import ctypes
@@ -18,6 +19,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Protocol
 
 MSG_WAITFORONE = 0x10000
 MSG_TRUNC = 0x20
@@ -246,3 +248,25 @@ class Batch:
                 sent += r
                 done += r
         return sent
+
+
+class Batcher(Protocol):
+    """What the UDP loop needs of a Batch (this module's, or the C accelerator's)."""
+
+    send_errors: int
+    truncated: int
+
+    def recv(self) -> list[Packet]: ...
+
+    def send(self, replies: Sequence[tuple[int, bytes]], /) -> int: ...
+
+
+def open_batch(sock: socket.socket, n: int = 64) -> Batcher:
+    """A Batch for ``sock``: the C accelerator's when it is built, else this module's."""
+    if _LIBC is None:
+        raise OSError("recvmmsg/sendmmsg are not available here")
+    from sipdeflect.decoy.fastpath import C_MODULE  # noqa: PLC0415 - (its import is heavier)
+
+    if C_MODULE is not None:
+        return C_MODULE.Batch(sock.fileno(), n, decode_sockaddr, decode_control)  # type: ignore[no-any-return]
+    return Batch(sock, n)

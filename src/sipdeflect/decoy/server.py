@@ -320,7 +320,7 @@ def serve_udp(decoy: Decoy, sock: socket.socket, stop: threading.Event, batch: i
     > 1 uses recvmmsg/sendmmsg where available (mmsg.py); 0 or 1: recvmsg + sendto."""
     enable_pktinfo(sock)
     if batch > 1 and mmsg.available():
-        _serve_batches(decoy, mmsg.Batch(sock, batch), stop)
+        _serve_batches(decoy, mmsg.open_batch(sock, batch), stop)
         return
     handle = decoy.handle
     recvmsg = sock.recvmsg
@@ -344,7 +344,7 @@ def serve_udp(decoy: Decoy, sock: socket.socket, stop: threading.Event, batch: i
             decoy._drop(data, src[:2], f"internal error: {type(exc).__name__}", "udp")
 
 
-def _serve_batches(decoy: Decoy, batch: mmsg.Batch, stop: threading.Event) -> None:
+def _serve_batches(decoy: Decoy, batch: mmsg.Batcher, stop: threading.Event) -> None:
     recv, send, handle_batch = batch.recv, batch.send, decoy.handle_batch
     while not stop.is_set():
         try:
