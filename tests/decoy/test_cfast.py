@@ -130,7 +130,7 @@ def test_random_bytes_and_every_prefix() -> None:
 
 
 def test_bad_arguments_raise_instead_of_crashing() -> None:
-    c = fastpath._C
+    c = fastpath.C_MODULE
     assert c is not None
     with pytest.raises(TypeError):
         c.scan("text")  # type: ignore[arg-type]

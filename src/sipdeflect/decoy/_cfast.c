@@ -1,13 +1,15 @@
 /* The decoy's hot path in C: scan() and build() of fastpath.py, the same rules, the same
  * results. A unique flood datagram cost ~9 us of Python in these two functions (line split,
- * per-line partition, dict building, Via rewriting, byte formatting); here it costs well
- * under one. Python keeps every decision (guard, budget, strategy, events): this module
- * only reads a datagram into (method, {name: first value}, [Via values]) and formats an
- * answer from such values. Optional: fastpath.py falls back to its Python twins when this
- * is not built, and tests/decoy/test_cfast.py holds the two byte-identical on vectors and
- * on a fuzzed corpus. Attacker bytes: every index is bounded by the buffer's length; no
- * fixed-size buffer receives attacker data (answers are sized first, then written).
- * Build: python -m sipdeflect.decoy.cbuild (./dev setup runs it). */
+ * per-line partition, dict building, Via rewriting, byte formatting); here about two, most
+ * of it building the Python dict and bytes the caller reads. Python keeps every decision
+ * (guard, budget, strategy, events): this module only reads a datagram into (method,
+ * {name: first value}, [Via values]) and formats an answer from such values; Batch below
+ * does mmsg.Batch's recvmmsg/sendmmsg bookkeeping. Optional: fastpath.py and mmsg.py fall
+ * back to their Python twins when this is not built; tests/decoy/test_cfast.py and
+ * test_batch.py hold the two equal (vectors, a fuzzed corpus, real sockets) and run this
+ * file under ASan and UBSan. Attacker bytes: every index is bounded by the buffer's
+ * length; no fixed-size buffer receives attacker data (answers are sized first, then
+ * written). Build: python -m sipdeflect.decoy.cbuild (./dev setup runs it). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>

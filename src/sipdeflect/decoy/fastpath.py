@@ -7,7 +7,7 @@
 # both to the SIP core: for every vector and a fuzzed corpus, the fast answer is either
 # deferred or byte-identical to parse + build_response. When the C accelerator (_cfast.c,
 # built by `python -m sipdeflect.decoy.cbuild`) is present, scan() and build() run there,
-# a unique datagram's ~9 us becoming ~1 us; scan_py() and build_py() stay the reference
+# a unique datagram's ~9 us becoming ~2 us; scan_py() and build_py() stay the reference
 # that tests/decoy/test_cfast.py holds it to. SIPDEFLECT_NO_C=1 keeps the Python ones.
 from __future__ import annotations
 
@@ -177,8 +177,7 @@ def _load_c() -> ModuleType | None:
     return _cfast
 
 
-_C = _load_c()
-C_MODULE = _C  # for mmsg.open_batch
+C_MODULE = _load_c()  # also used by mmsg.open_batch
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -202,8 +201,8 @@ def build_c(
     clean: bool = False,
 ) -> bytes:
     """build_py() with the formatting done in C."""
-    assert _C is not None
-    return _C.build(  # type: ignore[no-any-return]
+    assert C_MODULE is not None
+    return C_MODULE.build(  # type: ignore[no-any-return]
         index,
         vias if isinstance(vias, list) else list(vias),
         status,
@@ -215,9 +214,9 @@ def build_c(
     )
 
 
-ACCELERATED = _C is not None
-scan = scan_py if _C is None else _C.scan
-build = build_py if _C is None else build_c
+ACCELERATED = C_MODULE is not None
+scan = scan_py if C_MODULE is None else C_MODULE.scan
+build = build_py if C_MODULE is None else build_c
 
 
 class Memo:
