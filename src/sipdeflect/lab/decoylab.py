@@ -108,15 +108,15 @@ class DecoyLab:
     def flood(self, *, limit: int = 200, interval: float = 0.02, deadline: float = 10.0) -> ToolRun:
         """The write-up's flooder against the decoy (see ``flood``)."""
         self.take_count()
-        sock = self.attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
         t0 = time.monotonic()
-        try:
-            sock.bind((ATTACKER, FLOOD_PORT))
-            _, conclusion = flood(
-                sock, (PBX, SIP_PORT), limit=limit, interval=interval, seconds=deadline
-            )
-        finally:
-            sock.close()
+        conclusion = flood_from(
+            self.attacker,
+            ATTACKER,
+            (PBX, SIP_PORT),
+            limit=limit,
+            interval=interval,
+            seconds=deadline,
+        )
         return ToolRun(
             "flooder",
             ("REGISTER x N",),
@@ -153,6 +153,24 @@ def flood(
         if _liked(sock, t0 + sent * interval):
             return sent, f"got its 200 OK after {sent} requests: stopped"
     return sent, f"gave up after {sent} requests"
+
+
+def flood_from(
+    ns: Netns,
+    src: str,
+    pbx: tuple[str, int],
+    *,
+    limit: int = 200,
+    interval: float = 0.02,
+    seconds: float = 10.0,
+) -> str:
+    """flood() from ``src``:FLOOD_PORT inside ``ns``; what the flooder concluded."""
+    sock = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((src, FLOOD_PORT))
+        return flood(sock, pbx, limit=limit, interval=interval, seconds=seconds)[1]
+    finally:
+        sock.close()
 
 
 def _liked(sock: socket.socket, until: float) -> bool:

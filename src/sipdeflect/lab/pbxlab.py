@@ -24,10 +24,9 @@ from typing import Any
 
 from sipdeflect.control import ControlClient, ControlError
 from sipdeflect.lab.decoylab import (
-    FLOOD_PORT,
     conclude,
     dictionary,
-    flood,
+    flood_from,
     flood_register,
     tool_path,
 )
@@ -327,15 +326,10 @@ class PbxLab:
     ) -> Attack:
         """The write-up's flooder (decoylab.flood) from this attacker's address."""
         src = ATTACKERS[name]
-        sock = self.atk.socket(socket.AF_INET, socket.SOCK_DGRAM)
         t0 = time.monotonic()
-        try:
-            sock.bind((src, FLOOD_PORT))
-            _, conclusion = flood(
-                sock, (PBX_ATK, SIP_PORT), limit=limit, interval=interval, seconds=seconds
-            )
-        finally:
-            sock.close()
+        conclusion = flood_from(
+            self.atk, src, (PBX_ATK, SIP_PORT), limit=limit, interval=interval, seconds=seconds
+        )
         return self._finish(Attack(name, src, conclusion, time.monotonic() - t0))
 
     def send_raw(self, src: str, payloads: list[bytes], *, port: int = 5099) -> int:
