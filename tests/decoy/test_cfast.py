@@ -244,3 +244,15 @@ def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert int(res.stdout) > 1000  # the corpus reached build(), not only the deferrals
+
+
+def test_a_missing_compiler_is_one_message_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setattr(cbuild, "target", lambda: tmp_path / "_cfast.so")
+    ok, msg = cbuild.build()
+    assert not ok
+    assert "not built" in msg
+    assert "no-such-cc" in msg
+    assert not (tmp_path / "_cfast.so").exists()

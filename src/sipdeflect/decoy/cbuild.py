@@ -43,7 +43,10 @@ def build(force: bool = False) -> tuple[bool, str]:
     if isinstance(argv, str):
         return False, f"decoy C accelerator not built: {argv}; the decoy runs in Python"
     tmp = out.with_suffix(".tmp")
-    res = subprocess.run([*argv[:-1], str(tmp)], capture_output=True, text=True, check=False)
+    try:
+        res = subprocess.run([*argv[:-1], str(tmp)], capture_output=True, text=True, check=False)
+    except OSError as exc:  # e.g. CC names a compiler that is not there
+        return False, f"decoy C accelerator not built: {argv[0]}: {exc.strerror}; Python is used"
     if res.returncode != 0:
         tmp.unlink(missing_ok=True)
         return False, f"decoy C accelerator failed to build:\n{res.stderr.strip()}"

@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
+from sipdeflect.decoy.fastpath import C_MODULE
+
 MSG_WAITFORONE = 0x10000
 MSG_TRUNC = 0x20
 MAX_DATAGRAM = 65536  # above any UDP payload (65,507 B over IPv4, 65,527 B over IPv6)
@@ -265,8 +267,6 @@ def open_batch(sock: socket.socket, n: int = 64) -> Batcher:
     """A Batch for ``sock``: the C accelerator's when it is built, else this module's."""
     if _LIBC is None:
         raise OSError("recvmmsg/sendmmsg are not available here")
-    from sipdeflect.decoy.fastpath import C_MODULE  # noqa: PLC0415 - (its import is heavier)
-
     if C_MODULE is not None:
         return C_MODULE.Batch(sock.fileno(), n, decode_sockaddr, decode_control)  # type: ignore[no-any-return]
     return Batch(sock, n)

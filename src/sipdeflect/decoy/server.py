@@ -74,7 +74,8 @@ class Decoy:
         self._second = 0
         self._recorded = 0
         self._held: dict[str, int] = {}
-        self.hub.pull = self.hand_held
+        if self.sample:
+            self.hub.pull = self.hand_held
 
     def _record(self, now: float, ip: str) -> bool:
         """Whether this message gets a record (else it is counted for its source)."""
