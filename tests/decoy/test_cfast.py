@@ -1,6 +1,7 @@
-"""The C accelerator answers exactly as its Python twins: scan() and build() give equal
-results (or fail alike) on every vector, on odd Via/To shapes, on values with CR/LF/NUL,
-and on a fuzzed corpus. ./dev test sets SIPDEFLECT_REQUIRE_C, so there it must be built."""
+"""The C accelerator answers exactly as its Python twins: scan(), view() and build() give
+equal results (or fail alike) on every vector, on odd Via/To shapes, on values with
+CR/LF/NUL, and on a fuzzed corpus. ./dev test sets SIPDEFLECT_REQUIRE_C, so there it must
+be built."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from sipdeflect.decoy import cbuild, fastpath
 from sipdeflect.decoy.cbuild import build as build_ext
+from sipdeflect.decoy.strategy import prepare
 from tests.decoy.helpers import CAPTURED, VECTORS, sip
 from tests.decoy.test_handle import _mutate
 
@@ -53,10 +55,31 @@ def same_answers(index: dict[str, bytes], vias: list[bytes], clean: bool) -> Non
                 assert got == want, (index, vias, status, src)
 
 
+def same_view(data: bytes, want: fastpath.Scanned | None) -> None:
+    """The C View of ``data`` against scan_py + prepare + build_py."""
+    v = fastpath.view(data)
+    if want is None:
+        assert v is None, data
+        return
+    assert v is not None, data
+    method, index, vias = want
+    for src in SOURCES:  # before index/vias exist: reply() reads the datagram itself
+        for status in (200, 100, 401, 404):
+            for extra in EXTRA:
+                lines = fastpath.extra_lines(extra) if extra else b""
+                want_out = outcome(fastpath.build_py, index, vias, status, src, extra, clean=True)
+                assert outcome(v.reply, status, *src, lines) == want_out, data
+    assert v.prepared == prepare(method, index), data
+    for name in ("from", "to", "call-id", "via", "authorization", "x-none"):
+        assert v.get(name, b"-") == index.get(name, b"-")
+    assert (v.data, v.method, v.index, v.vias, v.clean) == (data, method, index, vias, True)
+
+
 def same_scan(data: bytes) -> bool:
     want = fastpath.scan_py(data)
     got = fastpath.scan(data)
     assert got == want, data
+    same_view(data, want)
     if want is not None:
         same_answers(want[1], want[2], clean=True)
     return want is not None
@@ -105,10 +128,35 @@ def test_vectors() -> None:
     ],
 )
 def test_odd_vias_and_tos(via: bytes, to: bytes) -> None:
+    if b"\r" not in via + to and b"\n" not in via + to and b"\x00" not in via:
+        head = b"REGISTER sip:x SIP/2.0\r\nVia: %s\r\nFrom: <sip:a@b>;tag=9\r\nTo: %s\r\n"
+        same_scan(head % (via, to) + b"Call-ID: c\r\nCSeq: 1 REGISTER\r\n\r\n")
     index = {"from": b"<sip:a@b>;tag=9", "to": to, "call-id": b"c\x00d", "cseq": b"1 REGISTER"}
     same_answers(index, [via, b"SIP/2.0/UDP second\n"], clean=False)
     same_answers({k: v for k, v in index.items() if k != "call-id"}, [via], clean=False)
     same_answers(index, [], clean=False)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        b"Authorization: Digest x\r\n",
+        b"authorization: Digest x\r\nAuthorization: y\r\n",
+        b"Proxy-Authorization: Digest x\r\n",
+        b"PROXY-AUTHORIZATION: Digest x\r\n",
+        b"X-Authorization: no\r\nProxy-Authenticate: no\r\n",
+        b"From: <sip:dup@b>;tag=3206210844\r\n",  # a second From: the first one counts
+        b"Max-Forwards: 70\r\nv: SIP/2.0/UDP second;branch=b\r\nVIA: third\r\n",
+    ],
+)
+@pytest.mark.parametrize("method", [b"REGISTER", b"INVITE", b"OPTIONS", b"NOTIFY", b"X-NEW"])
+@pytest.mark.parametrize("from_tag", [b"3206210844", b"00"])
+def test_view_prepares_as_strategy_does(fields: bytes, method: bytes, from_tag: bytes) -> None:
+    data = (
+        b"%s sip:100@x SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5:5099;branch=z9hG4bK1;rport\r\n"
+        b"From: <sip:100@x>;tag=%s\r\nTo: <sip:100@x>\r\n%sCall-ID: 1\r\nCSeq: 7 %s\r\n\r\n"
+    ) % (method, from_tag, fields, method)
+    assert same_scan(data)
 
 
 def test_fuzzed_corpus() -> None:
@@ -138,6 +186,19 @@ def test_bad_arguments_raise_instead_of_crashing() -> None:
         c.build({"to": "str"}, [], 200, b"SIP/2.0 200 OK\r\n", "h", 1, b"", True)  # type: ignore[dict-item]
     with pytest.raises(TypeError):
         c.build({}, [1], 200, b"", "h", 1, b"", True)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        c.view("text")  # type: ignore[arg-type]
+    v = c.view(sip("REGISTER"))
+    assert v is not None
+    for status in (99, 700, -1):
+        with pytest.raises(ValueError):
+            v.reply(status, "h", 1, b"")
+    with pytest.raises(TypeError):
+        v.reply(200, b"h", 1, b"")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        v.get(b"to", b"")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # a mandatory header the C code has no slot for
+        c.configure({}, str, ValueError, {}, ("x-new",), {}, "U", b"t", str)
 
 
 def test_the_c_table_of_common_names_agrees_with_canonical_name() -> None:
@@ -158,13 +219,10 @@ import random, sys
 sys.path.insert(0, sys.argv[1])
 import _cfast
 from sipdeflect.decoy import fastpath
-from sipdeflect.errors import SipParseError
-from sipdeflect.sip.fields import _names, canonical_name
-from sipdeflect.sip.parse import MANDATORY
 from tests.decoy.helpers import CAPTURED, sip
 from tests.decoy.test_handle import _mutate
 
-_cfast.configure(_names, canonical_name, SipParseError, fastpath._METHODS, tuple(MANDATORY))
+fastpath.configure(_cfast)
 rng = random.Random(3)
 seeds = [*CAPTURED.values(), sip("REGISTER", pad=10), sip("INVITE", extra="v: a, b, ,c\r\n")]
 taken = 0
@@ -172,10 +230,16 @@ for i in range(int(sys.argv[2])):
     data = _mutate(rng, seeds[i % len(seeds)]) if i % 4 else rng.randbytes(rng.randrange(400))
     got = _cfast.scan(data)
     assert got == fastpath.scan_py(data), data
+    v = _cfast.view(data)
     if got is None:
+        assert v is None
         continue
     taken += 1
     method, index, vias = got
+    for status in (100, 200, 401):
+        assert v.reply(status, "203.0.113.5", 5099, b"X: y\r\n") == fastpath.build_py(
+            index, vias, status, ("203.0.113.5", 5099), [("X", "y")], clean=True)
+    assert v.get("call-id", b"") == index.get("call-id", b"") and v.index == index
     for src in (("203.0.113.5", 5099), ("2001:db8::7", 1)):
         for clean in (True, False):
             try:

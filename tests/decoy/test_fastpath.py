@@ -91,28 +91,29 @@ def test_fuzzed_corpus_never_takes_what_the_core_rejects() -> None:
     assert taken > 1000  # the corpus exercised the fast path, not only the deferral
 
 
-def test_memo_answers_as_scan_and_build_and_stays_bounded() -> None:
+def test_memo_answers_as_view_and_reply_and_stays_bounded() -> None:
     memo = fastpath.Memo(cap=8)
     datas = [*CAPTURED.values(), *(sip("REGISTER", user=str(u), pad=10) for u in range(20))]
     sources = [("203.0.113.5", 5099), ("198.51.100.9", 40000)]
     for _ in range(2):  # the second pass hits the memo (for the last few) or refills it
         for data in datas:
             scanned = fastpath.scan(data)
+            v = memo.view(data)
             if scanned is None:
-                assert memo.scan(data) is None
+                assert v is None
                 continue
+            assert v is not None
             method, index, vias = scanned
-            assert memo.scan(data) == (scanned, prepare(method, index))
+            assert (v.method, v.index, v.vias) == scanned
+            assert v.prepared == prepare(method, index)
             for src in sources:  # the same bytes from two sources: each its own Via
                 for status in (200, 404):
-                    assert memo.reply(data, index, vias, status, src) == fastpath.build(
-                        index, vias, status, src
-                    )
-            assert len(memo.scans) <= 8
+                    assert memo.reply(v, status, src) == fastpath.build(index, vias, status, src)
+            assert len(memo.views) <= 8
             assert len(memo.replies) <= 8
     big = sip("REGISTER", pad=2000)
-    memo.scan(big)
-    assert big not in memo.scans  # oversized datagrams are not kept
+    memo.view(big)
+    assert big not in memo.views  # oversized datagrams are not kept
 
 
 def test_memo_stands_aside_for_a_flood_that_never_repeats_then_tries_again() -> None:
@@ -120,25 +121,44 @@ def test_memo_stands_aside_for_a_flood_that_never_repeats_then_tries_again() -> 
     src = ("203.0.113.5", 5099)
     unique = [sip("REGISTER", user=str(1000 + u), pad=2) for u in range(200)]
     for data in unique[:17]:  # the 17th finds the table full with no hit: rest
-        memo.scan(data)
+        memo.view(data)
     assert memo.rests == 1
     assert memo.resting == 40
     assert not memo.replies
-    for data in unique[17:57]:  # resting: answers as scan + build, nothing stored
-        got = memo.scan(data)
+    for data in unique[17:57]:  # resting: answers as view + reply, nothing stored
+        got = memo.view(data)
         scanned = fastpath.scan(data)
         assert scanned is not None
-        assert got == (scanned, prepare(scanned[0], scanned[1]))
-        assert memo.reply(data, scanned[1], scanned[2], 200, src) == fastpath.build(
-            scanned[1], scanned[2], 200, src
-        )
+        assert got is not None
+        assert (got.method, got.index, got.vias) == scanned
+        assert memo.reply(got, 200, src) == fastpath.build(scanned[1], scanned[2], 200, src)
     assert memo.resting == 0
-    assert len(memo.scans) == 1  # the one stored when it stood aside
+    assert len(memo.views) == 1  # the one stored when it stood aside
     assert len(memo.replies) <= 1  # (the last reply came after the rest ended)
     # A flood that repeats keeps the memo on: hits reset nothing and no rest follows.
     repeat = unique[:4]
     for _ in range(30):
         for data in repeat:
-            memo.scan(data)
+            memo.view(data)
     assert memo.rests == 1
     assert memo.hits > 100
+
+
+def test_python_view_is_scan_prepare_and_build() -> None:
+    """ViewPy (no C) and the parsed-request view the decoy makes for odd messages."""
+    src = ("198.51.100.9", 40000)
+    for data in CAPTURED.values():
+        scanned = fastpath.scan_py(data)
+        v = fastpath.view_py(data)
+        assert scanned is not None
+        assert v is not None
+        method, index, vias = scanned
+        assert (v.method, v.index, v.vias, v.clean) == (method, index, vias, True)
+        assert v.prepared == prepare(method, index)
+        assert v.get("call-id", b"") == index["call-id"]
+        for extra in EXTRA:
+            lines = fastpath.extra_lines(extra) if extra else b""
+            assert v.reply(401, *src, lines) == fastpath.build_py(
+                index, vias, 401, src, extra, clean=True
+            )
+    assert fastpath.view_py(b"SIP/2.0 200 OK\r\n\r\n") is None

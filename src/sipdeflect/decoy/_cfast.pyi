@@ -18,6 +18,17 @@ class Batch:
     def recv(self) -> list[tuple[bytes, tuple[str, int], list[tuple[int, int, bytes]]]]: ...
     def send(self, replies: Sequence[tuple[int, bytes]], /) -> int: ...
 
+class View:
+    data: bytes
+    method: str
+    prepared: tuple[str, bool, bool, int]
+    index: dict[str, bytes]
+    vias: list[bytes]
+    clean: bool
+    def get(self, name: str, default: bytes, /) -> bytes: ...
+    def reply(self, status: int, host: str, port: int, extra: bytes, /) -> bytes: ...
+
+def view(data: bytes, /) -> View | None: ...
 def scan(data: bytes, /) -> tuple[str, dict[str, bytes], list[bytes]] | None: ...
 def build(
     index: dict[str, bytes],
@@ -36,5 +47,9 @@ def configure(
     parse_error: type[Exception],
     methods: dict[bytes, str],
     mandatory: tuple[str, ...],
+    method_class: dict[str, str],
+    unknown_class: str,
+    probe_tag: bytes,
+    status_line: Callable[[int], bytes],
     /,
 ) -> None: ...

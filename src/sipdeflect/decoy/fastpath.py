@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
+from typing import Protocol
 
-from sipdeflect.decoy.strategy import Prepared, prepare
+from sipdeflect.decoy.strategy import METHOD_CLASS, SVCRACK_PROBE_TAG, Prepared, prepare
 from sipdeflect.errors import SipParseError
 from sipdeflect.sip.build import reason_phrase, top_via_with_source
 from sipdeflect.sip.fields import TOKEN, canonical_name, split_list
@@ -114,13 +115,13 @@ def scan_py(data: bytes) -> Scanned | None:
     return method, index, vias
 
 
-def to_tag(index: dict[str, bytes]) -> bytes:
+def to_tag(index: Mapping[str, bytes]) -> bytes:
     """sip.build.to_tag_for over an index: deterministic per dialog (Call-ID, From)."""
     crc = zlib.crc32(index.get("from", b""), zlib.crc32(index.get("call-id", b"")))
     return b"%08x" % crc
 
 
-def _extra(headers: Sequence[tuple[str, str]]) -> bytes:
+def extra_lines(headers: Sequence[tuple[str, str]]) -> bytes:
     """Extra header lines (our own values, made safe all the same)."""
     return b"".join(
         [
@@ -131,7 +132,7 @@ def _extra(headers: Sequence[tuple[str, str]]) -> bytes:
 
 
 def build_py(
-    index: dict[str, bytes],
+    index: Mapping[str, bytes],
     vias: Sequence[bytes],
     status: int,
     source: tuple[str, int],
@@ -141,7 +142,20 @@ def build_py(
 ) -> bytes:
     """sip.build_response(request, status, source=source, headers=headers) for a request
     given as its first-value index and Via values (RFC 3261 8.2.6.2, RFC 3581 4)."""
-    extra = _extra(headers) if headers else b""
+    extra = extra_lines(headers) if headers else b""
+    return _block_py(index, vias, status, source, extra, clean=clean)
+
+
+def _block_py(
+    index: Mapping[str, bytes],
+    vias: Sequence[bytes],
+    status: int,
+    source: tuple[str, int],
+    extra: bytes,
+    *,
+    clean: bool,
+) -> bytes:
+    """build_py() with the extra header fields already made into lines (extra_lines)."""
     phrase = reason_phrase(status).encode()
     via_list = list(vias)
     if via_list:
@@ -165,19 +179,6 @@ def build_py(
     )
 
 
-def _load_c() -> ModuleType | None:
-    """The C accelerator, configured with the SIP core's tables, or None."""
-    if os.environ.get("SIPDEFLECT_NO_C"):
-        return None
-    try:
-        from sipdeflect.decoy import _cfast  # noqa: PLC0415 - optional, built on setup
-    except ImportError:
-        return None
-    _cfast.configure(_name_cache, canonical_name, SipParseError, _METHODS, tuple(MANDATORY))
-    return _cfast
-
-
-C_MODULE = _load_c()  # also used by mmsg.open_batch
 _STATUS_LINES: dict[int, bytes] = {}
 
 
@@ -191,8 +192,61 @@ def _status_line(status: int) -> bytes:
     return line
 
 
+def configure(module: ModuleType) -> ModuleType:
+    """Hand the C accelerator the SIP core's and the strategy's tables (once per load)."""
+    module.configure(
+        _name_cache,
+        canonical_name,
+        SipParseError,
+        _METHODS,
+        tuple(MANDATORY),
+        METHOD_CLASS,
+        "UNKNOWN",
+        SVCRACK_PROBE_TAG,
+        _status_line,
+    )
+    return module
+
+
+def _load_c() -> ModuleType | None:
+    """The C accelerator, configured with the SIP core's tables, or None."""
+    if os.environ.get("SIPDEFLECT_NO_C"):
+        return None
+    try:
+        from sipdeflect.decoy import _cfast  # noqa: PLC0415 - optional, built on setup
+    except ImportError:
+        return None
+    return configure(_cfast)
+
+
+C_MODULE = _load_c()  # also used by mmsg.open_batch
+
+
+def _block_c(
+    index: Mapping[str, bytes],
+    vias: Sequence[bytes],
+    status: int,
+    source: tuple[str, int],
+    extra: bytes,
+    *,
+    clean: bool,
+) -> bytes:
+    """_block_py() with the formatting done in C."""
+    assert C_MODULE is not None
+    return C_MODULE.build(  # type: ignore[no-any-return]
+        index if isinstance(index, dict) else dict(index),
+        vias if isinstance(vias, list) else list(vias),
+        status,
+        _status_line(status),
+        source[0],
+        source[1],
+        extra,
+        clean,
+    )
+
+
 def build_c(
-    index: dict[str, bytes],
+    index: Mapping[str, bytes],
     vias: Sequence[bytes],
     status: int,
     source: tuple[str, int],
@@ -201,32 +255,78 @@ def build_c(
     clean: bool = False,
 ) -> bytes:
     """build_py() with the formatting done in C."""
-    assert C_MODULE is not None
-    return C_MODULE.build(  # type: ignore[no-any-return]
-        index,
-        vias if isinstance(vias, list) else list(vias),
-        status,
-        _status_line(status),
-        source[0],
-        source[1],
-        _extra(headers) if headers else b"",
-        clean,
-    )
+    extra = extra_lines(headers) if headers else b""
+    return _block_c(index, vias, status, source, extra, clean=clean)
+
+
+class View(Protocol):
+    """A request as the hot path reads it: _cfast.View, or ViewPy without C."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def prepared(self) -> Prepared: ...
+    @property
+    def index(self) -> Mapping[str, bytes]: ...
+    @property
+    def vias(self) -> list[bytes]: ...
+    @property
+    def clean(self) -> bool: ...
+    def get(self, name: str, default: bytes, /) -> bytes: ...
+    def reply(self, status: int, host: str, port: int, extra: bytes, /) -> bytes: ...
+
+
+class ViewPy:
+    """_cfast.View in Python: a request read by scan_py(), or one the SIP core parsed
+    (``clean`` False: its values may hold CR, LF or NUL, which the answer blanks)."""
+
+    __slots__ = ("clean", "data", "index", "method", "prepared", "vias")
+
+    def __init__(
+        self,
+        data: bytes,
+        method: str,
+        index: Mapping[str, bytes],
+        vias: list[bytes],
+        clean: bool,
+    ) -> None:
+        self.data = data
+        self.method = method
+        self.index = index
+        self.vias = vias
+        self.clean = clean
+        self.prepared = prepare(method, index)
+
+    def get(self, name: str, default: bytes, /) -> bytes:
+        return self.index.get(name, default)
+
+    def reply(self, status: int, host: str, port: int, extra: bytes, /) -> bytes:
+        return block(self.index, self.vias, status, (host, port), extra, clean=self.clean)
+
+
+def view_py(data: bytes) -> ViewPy | None:
+    """scan_py(data) as a View, or None when the SIP core must decide."""
+    scanned = scan_py(data)
+    return None if scanned is None else ViewPy(data, *scanned, clean=True)
 
 
 ACCELERATED = C_MODULE is not None
 scan = scan_py if C_MODULE is None else C_MODULE.scan
 build = build_py if C_MODULE is None else build_c
+block = _block_py if C_MODULE is None else _block_c
+view: Callable[[bytes], View | None] = view_py if C_MODULE is None else C_MODULE.view
 
 
 class Memo:
-    """scan() (with strategy.prepare()) and build() remembered per exact datagram. A flood
-    resends the same bytes from each source for hours (the write-up's friendly-scanner
-    flood; retransmissions), and these functions are pure, so a repeat skips them: the
-    answer is still decided, and guarded, per packet by the caller. Bounded: datagrams up
-    to ``max_size`` bytes, at most ``cap`` scans and ``cap`` replies, each table emptied
-    when full. A flood whose datagrams all differ (a counter in Call-ID or branch) never
-    repeats: when the scan table filled up with fewer than one hit per ``useless`` new
+    """view() and View.reply() remembered per exact datagram. A flood resends the same
+    bytes from each source for hours (the write-up's friendly-scanner flood;
+    retransmissions), and these functions are pure, so a repeat skips them: the answer is
+    still decided, and guarded, per packet by the caller. Bounded: datagrams up to
+    ``max_size`` bytes, at most ``cap`` views and ``cap`` replies, each table emptied when
+    full. A flood whose datagrams all differ (a counter in Call-ID or branch) never
+    repeats: when the view table filled up with fewer than one hit per ``useless`` new
     entries, the memo stands aside for the next ``rest`` datagrams (no hashing, no
     storing), then tries again."""
 
@@ -237,54 +337,44 @@ class Memo:
         self.max_size = max_size
         self.useless = useless
         self.rest = rest
-        self.scans: dict[bytes, tuple[Scanned, Prepared] | None] = {}
+        self.views: dict[bytes, View | None] = {}
         self.replies: dict[tuple[bytes, tuple[str, int], int], bytes] = {}
-        self.hits = 0  # scan hits since the scan table was last emptied
+        self.hits = 0  # view hits since the view table was last emptied
         self.resting = 0  # datagrams left to pass by
         self.rests = 0  # times the memo stood aside (for tests and stats)
 
-    def scan(self, data: bytes) -> tuple[Scanned, Prepared] | None:
-        """(scan(data), prepare(method, index)), or None when scan() defers."""
+    def view(self, data: bytes) -> View | None:
+        """view(data): a plain request's View, or None when the SIP core must decide."""
         if self.resting:
             self.resting -= 1
-            scanned = scan(data)
-            return None if scanned is None else (scanned, prepare(scanned[0], scanned[1]))
-        scans = self.scans
-        hit = scans.get(data, _MISS)
+            return view(data)
+        views = self.views
+        hit = views.get(data, _MISS)
         if hit is not _MISS:
             self.hits += 1
             return hit  # type: ignore[return-value]
-        scanned = scan(data)
-        out = None if scanned is None else (scanned, prepare(scanned[0], scanned[1]))
+        out = view(data)
         if len(data) <= self.max_size:
-            if len(scans) >= self.cap:
+            if len(views) >= self.cap:
                 if self.hits * self.useless < self.cap:
                     self.resting = self.rest
                     self.rests += 1
                     self.replies.clear()
-                scans.clear()
+                views.clear()
                 self.hits = 0
-            scans[data] = out
+            views[data] = out
         return out
 
-    def reply(
-        self,
-        data: bytes,
-        index: dict[str, bytes],
-        vias: Sequence[bytes],
-        status: int,
-        source: tuple[str, int],
-    ) -> bytes:
-        """build(index, vias, status, source, clean=True) for the scan of ``data``, with no
-        extra header fields: what a flood's repeats get."""
+    def reply(self, v: View, status: int, source: tuple[str, int]) -> bytes:
+        """v.reply(status, *source, b""): what a flood's repeats get."""
         if self.resting:
-            return build(index, vias, status, source, clean=True)
-        key = (data, source, status)
+            return v.reply(status, source[0], source[1], b"")
+        key = (v.data, source, status)
         replies = self.replies
         out = replies.get(key)
         if out is None:
-            out = build(index, vias, status, source, clean=True)
-            if len(data) <= self.max_size:
+            out = v.reply(status, source[0], source[1], b"")
+            if len(v.data) <= self.max_size:
                 if len(replies) >= self.cap:
                     replies.clear()
                 replies[key] = out

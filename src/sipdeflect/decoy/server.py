@@ -20,10 +20,10 @@ from sipdeflect.decoy.guard import IP_PKTINFO, IPV6_RECVPKTINFO, Guard
 from sipdeflect.decoy.mmsg import Packet
 from sipdeflect.decoy.strategy import (
     INVITE_CHALLENGED,
+    Answer,
     Persona,
     answer_headers,
     decide_prepared,
-    prepare,
     untagged,
 )
 from sipdeflect.errors import SipParseError
@@ -155,10 +155,9 @@ class Decoy:
         """handle() with the lock held and the clock read."""
         self.summary.messages += 1
         memo = self.memo
-        hit = memo.scan(data)
+        view = memo.view(data)
         request: Request | None = None
-        clean = hit is not None
-        if hit is None:  # not a plain request: the SIP core decides
+        if view is None:  # not a plain request: the SIP core decides
             try:
                 msg = parse(data)
             except SipParseError as exc:
@@ -168,11 +167,10 @@ class Decoy:
                 self._drop(data, src, "a response, not a request", transport)
                 return None
             request = msg
-            method, index = msg.method, msg.headers.index
+            index = msg.headers.index
             vias = [v for n, v in msg.headers.fields if n == "via"]
-            prepared = prepare(method, index)
-        else:
-            (method, index, vias), prepared = hit
+            view = fastpath.ViewPy(data, msg.method, index, vias, clean=False)
+        prepared = view.prepared
         guard = self.guard
         st = guard.state(src[0], now)
         st.requests += 1
@@ -184,7 +182,7 @@ class Decoy:
             if self.events and self._record(now, src[0]):
                 self.hub.put(
                     DecoyEvent(
-                        now, src, transport, data, request, ans.name, None, ans.why, 0, method
+                        now, src, transport, data, request, ans.name, None, ans.why, 0, view.method
                     )
                 )
             return None
@@ -196,21 +194,14 @@ class Decoy:
             if refusal is not None:
                 self._drop(data, src, refusal, transport)
                 return None
-        extra = answer_headers(ans, index, self.persona, now)
-        if ans.drop_from_tag:
-            index = {**index, "from": untagged(index.get("from", b""))}
-        if clean and not extra and not ans.drop_from_tag:
-            out = memo.reply(data, index, vias, ans.status, src)
-        else:
-            out = fastpath.build(index, vias, ans.status, src, extra, clean=clean)
-        smaller = ans.smaller
+        out = self._answer(view, ans, ans.status, src, now)
         if udp and len(out) > len(data):
             # RFC-sized challenges can outgrow a small request: try the table's smaller
             # answer once, else stay silent (never amplify).
+            smaller = ans.smaller
             if smaller is not None and smaller.status is not None:
                 ans = smaller
-                extra = answer_headers(ans, index, self.persona, now)
-                out = fastpath.build(index, vias, smaller.status, src, extra, clean=clean)
+                out = self._answer(view, ans, smaller.status, src, now)
             if len(out) > len(data):
                 self._drop(data, src, "answer would be larger than the request", transport)
                 return None
@@ -236,10 +227,22 @@ class Decoy:
                     ans.status,
                     ans.why,
                     len(out),
-                    method,
+                    view.method,
                 )
             )
         return out
+
+    def _answer(
+        self, view: fastpath.View, ans: Answer, status: int, src: tuple[str, int], now: float
+    ) -> bytes:
+        """The bytes of ``ans`` (whose status is ``status``) to the request in ``view``."""
+        extra = answer_headers(ans, view, self.persona, now)
+        if ans.drop_from_tag:
+            index = {**view.index, "from": untagged(view.get("from", b""))}
+            return fastpath.build(index, view.vias, status, src, extra, clean=view.clean)
+        if not extra and view.clean:
+            return self.memo.reply(view, status, src)
+        return view.reply(status, src[0], src[1], fastpath.extra_lines(extra))
 
     def totals(self) -> Summary:
         s = Summary()

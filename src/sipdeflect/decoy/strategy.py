@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import product
+from typing import Protocol
 
 from sipdeflect.sip.message import Request
 
@@ -16,7 +17,7 @@ from sipdeflect.sip.message import Request
 KNOWN_OTHER = frozenset(
     {"SUBSCRIBE", "NOTIFY", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH"}
 )
-_METHOD_CLASS = {
+METHOD_CLASS = {
     "REGISTER": "REGISTER",
     "INVITE": "INVITE",
     "OPTIONS": "OPTIONS",
@@ -191,6 +192,12 @@ class Persona:
 Index = Mapping[str, bytes]  # canonical header name -> first value (Headers.index)
 
 
+class Fields(Protocol):
+    """What an answer's extra headers read of a request: an Index, or a fastpath View."""
+
+    def get(self, name: str, default: bytes, /) -> bytes: ...
+
+
 INVITE_CHALLENGED = -1  # the remembered key after a 407 to an INVITE (aor_key is >= 1)
 
 
@@ -205,7 +212,7 @@ Prepared = tuple[str, bool, bool, int]  # (method class, auth, probe, aor_key)
 def prepare(method: str, index: Index) -> Prepared:
     """What the table needs from the request alone (the per-source part comes later)."""
     return (
-        _METHOD_CLASS.get(method, "UNKNOWN"),
+        METHOD_CLASS.get(method, "UNKNOWN"),
         "authorization" in index or "proxy-authorization" in index,
         SVCRACK_PROBE_TAG in index.get("from", b""),
         aor_key(index),
@@ -250,7 +257,7 @@ def untagged(value: bytes) -> bytes:
     return head + sep + kept if sep else kept
 
 
-def nonce_for(index: Index, now: float) -> str:
+def nonce_for(index: Fields, now: float) -> str:
     """An opaque-looking nonce, pure: from the Call-ID and the current minute. Short,
     because the whole answer must stay smaller than the request."""
     return f"{zlib.crc32(index.get('call-id', b''), int(now) // 60):08x}"
@@ -260,7 +267,7 @@ _NO_HEADERS: list[tuple[str, str]] = []
 
 
 def answer_headers(
-    answer: Answer, index: Index, persona: Persona, now: float
+    answer: Answer, index: Fields, persona: Persona, now: float
 ) -> list[tuple[str, str]]:
     """The extra header fields of ``answer`` (challenge, Allow, Server)."""
     if answer.challenge is None and not answer.allow and not persona.server:
