@@ -85,7 +85,7 @@ def test_sources_and_pktinfo_decode_as_recvmsg_does(
         (packet,) = queued(server, batch, 1)
         assert (data, src) == (b"one", c.getsockname())
     assert anc  # IP_PKTINFO is on
-    assert packet == (b"two", src, anc)
+    assert packet == (b"two", src, tuple(anc))  # a tuple: shared and never changed
 
 
 def test_ipv6_source_decodes_as_recvfrom_does(make: BatchFactory) -> None:

@@ -87,3 +87,15 @@ def test_nonce_is_pure_and_changes_each_minute() -> None:
     r = req(sip("REGISTER"))
     assert st.nonce_for(r.headers.index, 60.0) == st.nonce_for(r.headers.index, 119.0)
     assert st.nonce_for(r.headers.index, 60.0) != st.nonce_for(r.headers.index, 120.0)
+
+
+def test_the_hot_paths_decide_prepared_agrees_with_the_table_for_every_input() -> None:
+    """decide_prepared inlines features_prepared: every method class, flag and remembered
+    key (none, this AOR, another AOR, an INVITE challenge) gives the same answer."""
+    for cls in st.METHOD_CLASSES:
+        for auth in (False, True):
+            for probe in (False, True):
+                for challenged in (0, 77, 78, st.INVITE_CHALLENGED):
+                    prepared = (cls, auth, probe, 77)
+                    want = st._COMPILED[st.features_prepared(prepared, challenged)]
+                    assert st.decide_prepared(prepared, challenged) is want

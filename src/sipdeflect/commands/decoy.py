@@ -31,7 +31,7 @@ def summary_table(summary: Summary) -> Table:
     table.add_row("sources that stopped", str(summary.stopped))
     if summary.evicted:
         table.add_row("sources evicted (table full)", str(summary.evicted))
-    for name, n in summary.answers.most_common():
+    for name, n in sorted(summary.answers.items(), key=lambda kv: -kv[1]):
         table.add_row(f"answer {name}", str(n))
     for name, n in summary.drops.most_common():
         table.add_row(f"drop {name}", str(n))

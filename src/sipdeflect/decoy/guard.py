@@ -94,6 +94,11 @@ class Guard:
         self.table: OrderedDict[str, SourceState] = OrderedDict()
         self.created = 0  # sources ever added (counts a source again after eviction)
         self.evicted = 0
+        # arrived_on_lo() of the last ancillary tuple seen: the batch receivers hand out
+        # one shared, immutable tuple per distinct control buffer, so a loopback flood
+        # asks about the same one again and again.
+        self._anc: object = None
+        self._on_lo = False
         self.set_local(local)
 
     def set_local(self, local: Iterable[str]) -> None:
@@ -124,7 +129,13 @@ class Guard:
             return None if port else "source port 0"
         if st.verdict == NEVER:
             return "broadcast/multicast/unspecified/reserved source"
-        if ancdata is None or not arrived_on_lo(ancdata):
+        if ancdata is self._anc:
+            on_lo = self._on_lo
+        else:
+            on_lo = ancdata is not None and arrived_on_lo(ancdata)
+            if type(ancdata) is tuple:  # immutable: safe to remember by identity
+                self._anc, self._on_lo = ancdata, on_lo
+        if not on_lo:
             return "loopback or own address not received on lo"
         return None if port else "source port 0"
 

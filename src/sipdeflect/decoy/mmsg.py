@@ -31,7 +31,7 @@ CONTROL_SIZE = 64  # one IP_PKTINFO / IPV6_PKTINFO message (32 / 36 bytes with i
 CACHE_CAP = 65_536  # decoded source addresses and ancillary data kept (cleared when full)
 
 Source = tuple[str, int]
-Ancillary = list[tuple[int, int, bytes]]
+Ancillary = tuple[tuple[int, int, bytes], ...]  # immutable: guard caches by identity
 Packet = tuple[bytes, Source, Ancillary]
 
 
@@ -104,8 +104,8 @@ def decode_sockaddr(raw: bytes) -> Source:
 
 
 def decode_control(raw: bytes) -> Ancillary:
-    """The (level, type, data) list socket.recvmsg would give for this control buffer."""
-    out: Ancillary = []
+    """The (level, type, data) items socket.recvmsg would give for this control buffer."""
+    out: list[tuple[int, int, bytes]] = []
     pos = 0
     while pos + 16 <= len(raw):  # struct cmsghdr: size_t len, int level, int type
         length = int.from_bytes(raw[pos : pos + 8], sys.byteorder)
@@ -115,7 +115,7 @@ def decode_control(raw: bytes) -> Ancillary:
         kind = int.from_bytes(raw[pos + 12 : pos + 16], sys.byteorder, signed=True)
         out.append((level, kind, raw[pos + 16 : pos + length]))
         pos += (length + 7) & ~7  # CMSG_ALIGN
-    return out
+    return tuple(out)
 
 
 class Batch:

@@ -178,7 +178,8 @@ class Decoy:
         ans = decide_prepared(prepared, st.challenged)
         if ans.status is None:
             st.closed = False
-            self.summary.answers[ans.name] += 1
+            answers = self.summary.answers
+            answers[ans.name] = answers.get(ans.name, 0) + 1
             if self.events and self._record(now, src[0]):
                 self.hub.put(
                     DecoyEvent(
@@ -214,7 +215,8 @@ class Decoy:
         st.closed = ans.closes
         s = self.summary  # the lock is held: several UDP threads share these counters
         s.answered += 1
-        s.answers[ans.name] += 1
+        answers = s.answers
+        answers[ans.name] = answers.get(ans.name, 0) + 1
         if self.events and self._record(now, src[0]):
             self.hub.put(
                 DecoyEvent(

@@ -240,8 +240,11 @@ def decide_fields(method: str, index: Index, challenged: int) -> Answer:
 
 
 def decide_prepared(prepared: Prepared, challenged: int) -> Answer:
-    """The answer for a prepared request (the decoy's hot path)."""
-    return _COMPILED[features_prepared(prepared, challenged)]
+    """The answer for a prepared request (the decoy's hot path: features_prepared inlined)."""
+    cls, auth, probe, aor = prepared
+    if cls == "INVITE":
+        return _COMPILED[cls, auth, probe, challenged == INVITE_CHALLENGED]
+    return _COMPILED[cls, auth, probe, challenged != 0 and challenged == aor]
 
 
 def decide(request: Request, challenged: int) -> Answer:
