@@ -88,6 +88,24 @@ def test_no_answer_to_forbidden_destinations() -> None:
     assert decoy.handle(data, ("127.0.0.1", 0), _pktinfo(LO_INDEX)) is None
 
 
+def test_the_remembered_loopback_verdict_follows_each_ancillary_tuple() -> None:
+    """Guard.refuse remembers arrived_on_lo for the last (immutable) tuple: alternating
+    tuples, lists and None must each still get their own verdict."""
+    guard = Guard(local=("192.0.2.10",))
+    st = guard.state("127.0.0.1", 0.0)
+    on_lo, off_lo = tuple(_pktinfo(LO_INDEX)), tuple(_pktinfo(LO_INDEX + 7))
+    refused = "loopback or own address not received on lo"
+    for _ in range(3):
+        assert guard.refuse(st, 5060, on_lo) is None
+        assert guard.refuse(st, 5060, off_lo) == refused
+        assert guard.refuse(st, 5060, None) == refused
+        assert guard.refuse(st, 5060, on_lo) is None
+        assert guard.refuse(st, 0, on_lo) == "source port 0"
+        assert guard.refuse(st, 5060, _pktinfo(LO_INDEX + 7)) == refused  # a list
+        assert guard.refuse(st, 5060, on_lo) is None
+        assert guard.refuse(st, 5060, list(on_lo)) is None
+
+
 def test_reply_budget_caps_a_spoofed_flood_at_one_victim() -> None:
     clock = Clock()
     decoy, _ = make_decoy(budget=10.0, clock=clock)
