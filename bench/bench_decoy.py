@@ -18,6 +18,11 @@
 #   kamailio  Debian's Kamailio, children=1, sl_send_reply("200","OK") (bench/data/)
 #   ruby      the write-up's responder, verbatim, with Debian's ruby (bench/data/)
 # plus the decoy's peak RSS. Results: bench/results/decoy.json.
+# With --cpu-at RATE there is no capacity search: each target gets one paced flood at RATE
+# (--seconds, default here 3) and the CPU its processes used is read from /proc (user and
+# system ticks of the target and its children, per datagram that reached its socket: sent
+# minus the kernel's drops), with the loss seen;
+# results: bench/results/decoy-cpu.json.
 from __future__ import annotations
 
 import argparse
@@ -198,6 +203,49 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def tree_ticks(pid: int) -> tuple[int, int]:
+    """User and system clock ticks used so far by ``pid`` and its descendants (Kamailio's
+    UDP worker is a child process)."""
+    parent: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(entry.name)] = int(fields[1])
+            stats[int(entry.name)] = fields
+    mine = {pid}
+    grew = True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in mine} - mine
+        grew = bool(more)
+        mine |= more
+    user = sum(int(stats[p][11]) for p in mine if p in stats)
+    system = sum(int(stats[p][12]) for p in mine if p in stats)
+    return user, system
+
+
+def cpu_at(
+    ns: Netns, name: str, proc: subprocess.Popen[Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    u0, s0 = tree_ticks(proc.pid)
+    s = step(ns, PORTS[name], args.cpu_at, args, name in UNIQUE)
+    u1, s1 = tree_ticks(proc.pid)
+    hz = os.sysconf("SC_CLK_TCK")
+    handled = s["sent"] - s["drops"]  # what reached the target's socket
+    per = 1e6 / hz / max(1, handled)
+    return {
+        "rate": s["rate"],
+        "sent": s["sent"],
+        "handled": handled,
+        "loss": s["loss"],
+        "user_us_per_datagram": round((u1 - u0) * per, 2),
+        "system_us_per_datagram": round((s1 - s0) * per, 2),
+    }
+
+
 def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """Start every target in one namespace, each pinned to the same core, then search their
     capacities interleaved (one step per target in turn) so that a noisy neighbour on the
@@ -226,6 +274,12 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
                     results[name] = {"error": f"{name} did not answer: {tail}"}
                     continue
                 print(f"  {name}: pinned to core {args.target_core}, port {port}", flush=True)
+            if args.cpu_at:
+                for name in names:
+                    if name not in results:
+                        results[name] = cpu_at(ns, name, procs[name], args)
+                        print(f"    {name:9s} {results[name]}", flush=True)
+                return results
             for _ in range(args.rounds):
                 searches = [Search(n, PORTS[n], args) for n in names if n not in results]
                 while any(not x.done for x in searches):
@@ -272,7 +326,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="./dev bench decoy", description=__doc__)
     ap.add_argument("--targets", default="decoy,decoy-unique,decoy-kbuf,kamailio,ruby")
     ap.add_argument("--sources", type=int, default=1000)
-    ap.add_argument("--seconds", type=float, default=2.0, help="flood length per step")
+    ap.add_argument("--seconds", type=float, help="flood length per step (2; 3 with --cpu-at)")
     ap.add_argument("--start", type=float, default=2000)
     ap.add_argument("--factor", type=float, default=1.4)
     ap.add_argument("--bisect", type=int, default=3)
@@ -281,7 +335,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--gen-core", type=int, default=1)
     ap.add_argument("--quiet", action="store_true", help="run the decoy with --quiet")
     ap.add_argument("--rounds", type=int, default=1, help="repeat; keep each target's best")
+    ap.add_argument(
+        "--cpu-at",
+        type=float,
+        metavar="RATE",
+        help="no capacity search: CPU per datagram of each target under one flood at RATE/s",
+    )
     args = ap.parse_args(argv)
+    if args.seconds is None:
+        args.seconds = 3.0 if args.cpu_at else 2.0
     if os.geteuid() != 0:
         print("bench decoy needs root (a private network namespace)", file=sys.stderr)
         return 2
@@ -295,6 +357,19 @@ def main(argv: list[str]) -> int:
         print(f"missing: {', '.join(missing)} (Debian packages)", file=sys.stderr)
         return 2
     results = run_all(targets, args)
+    if args.cpu_at:
+        save(
+            "decoy-cpu",
+            {
+                "command": "./dev bench decoy " + " ".join(argv),
+                "method": "one paced flood per target; /proc user and system ticks of the "
+                "target's processes divided by the datagrams that reached its socket (sent "
+                "minus UdpRcvbufErrors; 10 ms ticks: noisy)",
+                "c_accelerator": fastpath.ACCELERATED,
+                "targets": results,
+            },
+        )
+        return 0 if all("error" not in r for r in results.values()) else 1
     figures: dict[str, Any] = {
         "command": "./dev bench decoy " + " ".join(argv),
         "method": "paced REGISTER flood over loopback in a private netns; capacity = highest "
