@@ -219,6 +219,7 @@ import random, sys
 sys.path.insert(0, sys.argv[1])
 import _cfast
 from sipdeflect.decoy import fastpath
+from sipdeflect.decoy.strategy import prepare
 from tests.decoy.helpers import CAPTURED, sip
 from tests.decoy.test_handle import _mutate
 
@@ -240,6 +241,7 @@ for i in range(int(sys.argv[2])):
         assert v.reply(status, "203.0.113.5", 5099, b"X: y\r\n") == fastpath.build_py(
             index, vias, status, ("203.0.113.5", 5099), [("X", "y")], clean=True)
     assert v.get("call-id", b"") == index.get("call-id", b"") and v.index == index
+    assert v.vias == vias and v.prepared == prepare(method, index)
     for src in (("203.0.113.5", 5099), ("2001:db8::7", 1)):
         for clean in (True, False):
             try:

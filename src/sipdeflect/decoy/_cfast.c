@@ -736,6 +736,10 @@ static PyObject *make_view(PyObject *arg)
                     goto fail;
                 goto defer;
             }
+            if (!PyUnicode_Check(name)) { /* the name cache holds str: never trust it blindly */
+                Py_DECREF(name);
+                goto defer;
+            }
             slot = slot_of(name);
         }
         if (v->filled >= breaks) { /* cannot happen: one field per CRLF */
