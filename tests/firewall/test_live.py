@@ -178,6 +178,32 @@ def test_stale_flow_is_cut_on_deflect_and_block(lab: Lab, backend: str) -> None:
     be.apply(plan_teardown(SETTINGS))
 
 
+@pytest.mark.parametrize("backend", LINUX_BACKENDS)
+def test_a_pbx_answer_in_flight_cannot_pull_a_deflected_flow_back(lab: Lab, backend: str) -> None:
+    """The race the end-to-end lab hit (svcrack kept reaching Kamailio after its deflect):
+    the PBX answers a request that arrived just before the flow was flushed, and its
+    answer creates a new conntrack entry PBX -> scanner, whose reply direction the
+    scanner's next packets then match, un-NATed, to the PBX. Answers from the SIP ports
+    to a deflected address are dropped before conntrack, so no such entry appears."""
+    be = lab.backend(backend)
+    be.apply(plan_setup(SETTINGS))
+    for src in (SRC4[0], SRC6[0]):
+        fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+        scanner = lab.sender(src, 40001)
+        assert lab.probe(scanner) == "pbx"
+        be.apply(plan_deflect([net(src)], 60))
+        with pytest.raises(PermissionError):  # dropped on output: the kernel says EPERM
+            lab.listeners[(fam, 5060)].sendto(b"SIP/2.0 401 Unauthorized", (src, 40001))
+        scanner.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            scanner.recvfrom(2048)  # the late answer never leaves the PBX
+        for _ in range(3):
+            assert lab.probe(scanner) == "decoy"
+        flows = lab.pbx.run(["conntrack", "-L", "-d", src]).stdout
+        assert "sport=5060 dport=40001" not in flows, flows
+    be.apply(plan_teardown(SETTINGS))
+
+
 def test_iptables_legacy_variant_blocks_and_deflects(lab: Lab) -> None:
     be = lab.backend("iptables-legacy")
     be.apply(plan_setup(SETTINGS))

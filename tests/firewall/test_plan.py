@@ -213,14 +213,24 @@ def test_ipset_and_iptables_restore_text() -> None:
         "del sipdeflect-allow4 198.51.100.7"
     ]
     text = iptables.restore_setup(ST, 4, "*raw\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n")
-    assert text.splitlines()[:6] == [
+    lines = text.splitlines()
+    assert lines[:4] == [
         "*raw",
         ":SIPDEFLECT-RAW - [0:0]",
         "-A SIPDEFLECT-RAW -m set --match-set sipdeflect-allow4 src -j RETURN",
         "-A SIPDEFLECT-RAW -m set --match-set sipdeflect-block4 src -j DROP",
-        "-A SIPDEFLECT-RAW -m set --match-set sipdeflect-block4n src -j DROP",
-        "-I PREROUTING 1 -j SIPDEFLECT-RAW",
     ]
+    assert "-A SIPDEFLECT-RAW -m set --match-set sipdeflect-block4n src -j DROP" in lines
+    assert lines.index("-I PREROUTING 1 -j SIPDEFLECT-RAW") < lines.index(":SIPDEFLECT-OUT - [0:0]")
+    assert "-I OUTPUT 1 -j SIPDEFLECT-OUT" in lines
+    # The PBX's own answers to a deflected address stop before conntrack (on output and,
+    # for a PBX behind this host, on prerouting).
+    for chain in ("SIPDEFLECT-RAW", "SIPDEFLECT-OUT"):
+        assert (
+            f"-A {chain} -p udp -m multiport --sports 5060,5080 -m set --match-set "
+            "sipdeflect-deflect4 dst -j DROP"
+        ) in lines
+    assert "-A SIPDEFLECT-OUT -m set --match-set sipdeflect-allow4 dst -j RETURN" in lines
     assert (
         "-A SIPDEFLECT-NAT -p udp -m multiport --dports 5060,5080 -m set --match-set "
         "sipdeflect-deflect4 src -j REDIRECT --to-ports 5070"

@@ -1,11 +1,14 @@
 # iptables + ipset backend: ipset sets (hash:ip for single addresses, hash:net for
 # prefixes, each with `timeout` and `counters`) filled by one `ipset restore -exist`
-# batch, and our own chains (SIPDEFLECT-RAW in raw, SIPDEFLECT-NAT in nat, for IPv4 and
-# IPv6) jumped to from PREROUTING position 1, written by one `iptables-restore --noflush`
-# per family. The raw chain drops blocked sources before conntrack, so an accepted
-# `ESTABLISHED` flow cannot bypass it. `-exist` makes re-adding refresh the timeout and
-# deleting an absent member a no-op. The plan is validated before any of this runs, so
-# the only failures left are environmental and hit on the first line of a batch.
+# batch, and our own chains (SIPDEFLECT-RAW in raw and SIPDEFLECT-NAT in nat, jumped to
+# from PREROUTING position 1, SIPDEFLECT-OUT in raw from OUTPUT position 1; IPv4 and
+# IPv6), written by one `iptables-restore --noflush` per family. The raw chain drops
+# blocked sources before conntrack, so an accepted `ESTABLISHED` flow cannot bypass it.
+# Packets to a deflected address from the SIP ports (the real PBX answering) are dropped
+# before conntrack as well (nftables.py says why: a late answer pulls the flow back).
+# `-exist` makes re-adding refresh the timeout and deleting an absent member a no-op. The
+# plan is validated before any of this runs, so the only failures left are environmental
+# and hit on the first line of a batch.
 from __future__ import annotations
 
 import ipaddress
@@ -18,7 +21,13 @@ from sipdeflect.firewall.backend import Runner, register
 from sipdeflect.firewall.model import FirewallSettings, Listed, Network, SetName, is_single
 from sipdeflect.firewall.plan import FlushFlows, Plan, Put, Remove, Setup, Teardown
 
-RAW_CHAIN, NAT_CHAIN = "SIPDEFLECT-RAW", "SIPDEFLECT-NAT"
+RAW_CHAIN, NAT_CHAIN, OUT_CHAIN = "SIPDEFLECT-RAW", "SIPDEFLECT-NAT", "SIPDEFLECT-OUT"
+# (table, our chain, the built-in chain that jumps to it at position 1)
+CHAINS = (
+    ("raw", RAW_CHAIN, "PREROUTING"),
+    ("raw", OUT_CHAIN, "OUTPUT"),
+    ("nat", NAT_CHAIN, "PREROUTING"),
+)
 VARIANTS = {"": "", "nft": "-nft", "legacy": "-legacy"}
 
 
@@ -64,11 +73,12 @@ def element_lines(table: str, op: Put | Remove) -> list[str]:
 
 
 def chain_rules(st: FirewallSettings, version: int) -> dict[str, list[str]]:
-    """table -> the rules of our chain there (iptables-restore syntax, no jumps)."""
+    """Our chain -> its rules (iptables-restore syntax, no jumps)."""
     t = st.table
     allow = ipset_name(t, SetName.ALLOW, version, False)
     ports = ",".join(map(str, st.sip_ports))
     raw = [f"-A {RAW_CHAIN} -m set --match-set {allow} src -j RETURN"]
+    out = [f"-A {OUT_CHAIN} -m set --match-set {allow} dst -j RETURN"]
     nat = [f"-A {NAT_CHAIN} -m set --match-set {allow} src -j RETURN"]
     for single in (True, False):
         block = ipset_name(t, SetName.BLOCK, version, single)
@@ -79,12 +89,18 @@ def chain_rules(st: FirewallSettings, version: int) -> dict[str, list[str]]:
             f"-m set --match-set {deflect} src -j REDIRECT --to-ports {st.decoy_port}"
             for proto in ("udp", "tcp")
         ]
-    return {"raw": raw, "nat": nat}
+        for chain, rules in ((RAW_CHAIN, raw), (OUT_CHAIN, out)):
+            rules += [
+                f"-A {chain} -p {proto} -m multiport --sports {ports} "
+                f"-m set --match-set {deflect} dst -j DROP"
+                for proto in ("udp", "tcp")
+            ]
+    return {RAW_CHAIN: raw, OUT_CHAIN: out, NAT_CHAIN: nat}
 
 
-def parse_save(text: str) -> dict[str, tuple[set[str], set[str]]]:
-    """iptables-save output -> table -> (chains declared, '-A PREROUTING -j X' targets)."""
-    out: dict[str, tuple[set[str], set[str]]] = {}
+def parse_save(text: str) -> dict[str, tuple[set[str], set[tuple[str, str]]]]:
+    """iptables-save output -> table -> (chains declared, (built-in, target) jumps)."""
+    out: dict[str, tuple[set[str], set[tuple[str, str]]]] = {}
     current = ""
     for line in text.splitlines():
         if line.startswith("*"):
@@ -92,22 +108,25 @@ def parse_save(text: str) -> dict[str, tuple[set[str], set[str]]]:
             out[current] = (set(), set())
         elif line.startswith(":") and current:
             out[current][0].add(line[1:].split()[0])
-        elif current and (m := re.fullmatch(r"-A PREROUTING -j (\S+)", line.strip())):
-            out[current][1].add(m.group(1))
+        elif current and (m := re.fullmatch(r"-A (PREROUTING|OUTPUT) -j (\S+)", line.strip())):
+            out[current][1].add((m.group(1), m.group(2)))
     return out
 
 
 def restore_setup(st: FirewallSettings, version: int, saved: str) -> str:
     state = parse_save(saved)
+    rules = chain_rules(st, version)
     chunks = []
-    for table, rules in chain_rules(st, version).items():
-        chain = RAW_CHAIN if table == "raw" else NAT_CHAIN
+    for table in dict.fromkeys(t for t, _, _ in CHAINS):
         chains, jumps = state.get(table, (set(), set()))
         lines = [f"*{table}"]
-        lines.append(f"-F {chain}" if chain in chains else f":{chain} - [0:0]")
-        lines += rules
-        if chain not in jumps:
-            lines.append(f"-I PREROUTING 1 -j {chain}")
+        for t, chain, hook in CHAINS:
+            if t != table:
+                continue
+            lines.append(f"-F {chain}" if chain in chains else f":{chain} - [0:0]")
+            lines += rules[chain]
+            if (hook, chain) not in jumps:
+                lines.append(f"-I {hook} 1 -j {chain}")
         chunks.append("\n".join([*lines, "COMMIT"]))
     return "\n".join(chunks) + "\n"
 
@@ -115,13 +134,18 @@ def restore_setup(st: FirewallSettings, version: int, saved: str) -> str:
 def restore_teardown(saved: str) -> str:
     state = parse_save(saved)
     chunks = []
-    for table, chain in (("raw", RAW_CHAIN), ("nat", NAT_CHAIN)):
+    for table in dict.fromkeys(t for t, _, _ in CHAINS):
         chains, jumps = state.get(table, (set(), set()))
-        lines = [f"-D PREROUTING -j {chain}"] if chain in jumps else []
-        if chain in chains:
-            lines += [f"-F {chain}", f"-X {chain}"]
+        lines = []
+        for t, chain, hook in CHAINS:
+            if t != table:
+                continue
+            if (hook, chain) in jumps:
+                lines.append(f"-D {hook} -j {chain}")
+            if chain in chains:
+                lines += [f"-F {chain}", f"-X {chain}"]
         if lines:
-            chunks.append("\n".join([f"*{table}", *lines, "COMMIT"]))
+            chunks.append("\n".join([f"*{table}", *lines]) + "\nCOMMIT")
     return "\n".join(chunks) + "\n" if chunks else ""
 
 

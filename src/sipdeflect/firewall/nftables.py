@@ -9,11 +9,15 @@
 # Layout: a filter chain on prerouting at priority raw (-300) returns for allowed sources
 # and drops blocked ones *before conntrack*, so no `ct state established` accept in the
 # host's ruleset can let a blocked flow through; a nat chain at dstnat (-100) redirects
-# deflected sources' SIP ports to the decoy port. Single addresses live in plain hash
-# sets (fast to fill: the 100k/1M path) and prefixes in separate interval sets, since
-# interval sets are slow to grow (FIELD-NOTES). Every set has `flags timeout` and
-# per-element counters. Adding an element that is present refreshes its timeout on
-# Linux >= 6.10; older kernels keep the old timeout.
+# deflected sources' SIP ports to the decoy port. Packets *to* a deflected address from
+# the SIP ports (the real PBX answering) are dropped before conntrack too, on output (a
+# local PBX) and prerouting (one behind this host): a PBX answer still in flight when the
+# flow is flushed would otherwise create a conntrack entry PBX -> attacker whose reply
+# direction the attacker's next packets match, un-NATed, straight back to the PBX. Single
+# addresses live in plain hash sets (fast to fill: the 100k/1M path) and prefixes in
+# separate interval sets, since interval sets are slow to grow (FIELD-NOTES). Every set
+# has `flags timeout` and per-element counters. Adding an element that is present
+# refreshes its timeout on Linux >= 6.10; older kernels keep the old timeout.
 from __future__ import annotations
 
 import contextlib
@@ -38,7 +42,7 @@ from sipdeflect.firewall.model import (
 from sipdeflect.firewall.plan import FlushFlows, Plan, Put, Remove, Setup, Teardown
 
 FAMILY = "inet"
-FILTER_CHAIN, NAT_CHAIN = "pre_filter", "pre_nat"
+FILTER_CHAIN, NAT_CHAIN, OUT_CHAIN = "pre_filter", "pre_nat", "out_filter"
 PRIO_RAW, PRIO_DSTNAT = -300, -100
 Cmd = dict[str, Any]
 
@@ -59,10 +63,30 @@ def all_sets() -> list[tuple[str, SetName, int, bool]]:
     return out
 
 
-def _saddr(version: int, set_: str) -> Cmd:
+def _saddr(version: int, set_: str, field: str = "saddr") -> Cmd:
     proto = "ip" if version == 4 else "ip6"
-    left = {"payload": {"protocol": proto, "field": "saddr"}}
+    left = {"payload": {"protocol": proto, "field": field}}
     return {"match": {"op": "==", "left": left, "right": f"@{set_}"}}
+
+
+def _sip(ports: Any, field: str) -> list[Cmd]:
+    """UDP or TCP, with the SIP ports as ``field`` (dport or sport)."""
+    return [
+        {
+            "match": {
+                "op": "==",
+                "left": {"meta": {"key": "l4proto"}},
+                "right": {"set": ["udp", "tcp"]},
+            }
+        },
+        {
+            "match": {
+                "op": "==",
+                "left": {"payload": {"protocol": "th", "field": field}},
+                "right": ports,
+            }
+        },
+    ]
 
 
 def _rule(table: str, chain: str, expr: list[Cmd]) -> Cmd:
@@ -84,13 +108,17 @@ def setup_cmds(st: FirewallSettings) -> list[Cmd]:
             "stmt": [{"counter": None}],
         }
         cmds.append({"add": {"set": spec}})
-    for chain, kind, prio in ((FILTER_CHAIN, "filter", PRIO_RAW), (NAT_CHAIN, "nat", PRIO_DSTNAT)):
+    for chain, kind, hook, prio in (
+        (FILTER_CHAIN, "filter", "prerouting", PRIO_RAW),
+        (NAT_CHAIN, "nat", "prerouting", PRIO_DSTNAT),
+        (OUT_CHAIN, "filter", "output", PRIO_RAW),
+    ):
         spec = {
             "family": FAMILY,
             "table": t,
             "name": chain,
             "type": kind,
-            "hook": "prerouting",
+            "hook": hook,
             "prio": prio,
             "policy": "accept",
         }
@@ -104,26 +132,13 @@ def setup_cmds(st: FirewallSettings) -> list[Cmd]:
             for single in (True, False)
         )
         cmds.append(_rule(t, NAT_CHAIN, [_saddr(v, allow), {"return": None}]))
+        cmds.append(_rule(t, OUT_CHAIN, [_saddr(v, allow, "daddr"), {"return": None}]))
         for single in (True, False):
-            expr = [
-                _saddr(v, set_name(SetName.DEFLECT, v, single)),
-                {
-                    "match": {
-                        "op": "==",
-                        "left": {"meta": {"key": "l4proto"}},
-                        "right": {"set": ["udp", "tcp"]},
-                    }
-                },
-                {
-                    "match": {
-                        "op": "==",
-                        "left": {"payload": {"protocol": "th", "field": "dport"}},
-                        "right": ports,
-                    }
-                },
-                {"redirect": {"port": st.decoy_port}},
-            ]
-            cmds.append(_rule(t, NAT_CHAIN, expr))
+            deflect = set_name(SetName.DEFLECT, v, single)
+            redirect = [_saddr(v, deflect), *_sip(ports, "dport")]
+            cmds.append(_rule(t, NAT_CHAIN, [*redirect, {"redirect": {"port": st.decoy_port}}]))
+            answer = [_saddr(v, deflect, "daddr"), *_sip(ports, "sport"), {"drop": None}]
+            cmds += [_rule(t, FILTER_CHAIN, answer), _rule(t, OUT_CHAIN, answer)]
     return cmds
 
 
