@@ -268,6 +268,8 @@ def test_pf_anchor_rules_and_argv() -> None:
         "match in proto { udp tcp } from <sipdeflect_deflect> to any port { 5060 5080 } "
         "rdr-to 127.0.0.1 port 5070\n"
         "block drop in quick from <sipdeflect_block>\n"
+        "block drop out quick proto { udp tcp } from any port { 5060 5080 } "
+        "to <sipdeflect_deflect>\n"
     )
     assert "-> 127.0.0.1 port 5070" in pf.anchor_rules(ST, "freebsd")
     a, p = net("198.51.100.7/32"), net("2001:db8:1::/48")

@@ -1,11 +1,12 @@
 # pf backend (FreeBSD/OpenBSD): our own anchor holding three persistent tables, a block
-# rule and an rdr-to rule, loaded with `pfctl -a ANCHOR -f -` (rules on stdin, argv
-# never through a shell); elements change with `pfctl -T add/delete`, and `pfctl -k`
-# kills the states of deflected/blocked hosts (pf's stale-flow trap). pf tables have no
-# per-address timeout, so deadlines are kept in a small JSON file and lapsed entries are
-# removed on the next apply or list. The main ruleset must contain `anchor "sipdeflect"`
-# (and on FreeBSD `rdr-anchor "sipdeflect"`); we never edit it. UNTESTED on a live pf:
-# only the argv and rule text are covered by tests here.
+# rule, an rdr-to rule and a rule dropping the PBX's answers to deflected hosts, loaded
+# with `pfctl -a ANCHOR -f -` (rules on stdin, argv never through a shell); elements
+# change with `pfctl -T add/delete`, and `pfctl -k` kills the states of deflected/blocked
+# hosts (pf's stale-flow trap). pf tables have no per-address timeout, so deadlines are
+# kept in a small JSON file and lapsed entries are removed on the next apply or list. The
+# main ruleset must contain `anchor "sipdeflect"` (and on FreeBSD `rdr-anchor
+# "sipdeflect"`); we never edit it. UNTESTED on a live pf: only the argv and rule text
+# are covered by tests here.
 from __future__ import annotations
 
 import ipaddress
@@ -44,6 +45,11 @@ def anchor_rules(st: FirewallSettings, dialect: str = "openbsd") -> str:
     # allow wins through the plan (block/deflect of allowlisted addresses is refused and
     # allowing removes them); a `pass quick` here would override the user's own rules.
     lines.append(f"block drop in quick from <{block}>")
+    # The PBX's own late answer to a deflected host (one sent after its states were
+    # killed) would create a state whose reverse the host's next packets match, past the
+    # rdr (nftables.py: the same race). The decoy's answers match the rdr's state and are
+    # passed without reaching this rule. (Rule text only: no live pf here.)
+    lines.append(f"block drop out quick proto {{ udp tcp }} from any port {ports} to <{deflect}>")
     return "\n".join(lines) + "\n"
 
 
