@@ -23,10 +23,18 @@
 # system ticks of the target and its children, per datagram that reached its socket: sent
 # minus the kernel's drops), with the loss seen;
 # results: bench/results/decoy-cpu.json.
+# With --in-process there are no sockets: Decoy.handle_batch() over 200k datagrams that all
+# differ (1000 loopback sources, batches of 64, IP_PKTINFO saying "lo"), CPU time per
+# datagram, best of 5, with the terminal's sink (20 lines a second) and with none; plus
+# fastpath.scan(), strategy.prepare() and fastpath.build() alone, and with the C
+# accelerator's View, view() and View.reply() alone. Only Decoy(), Guard(), Hub() and
+# LinePrinter are used, so the same file measures older commits too. Results:
+# bench/results/decoy-inprocess.json.
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -36,11 +44,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
 from bench.common import save
+from bench.loadgen import register, source_address
 from sipdeflect.decoy import fastpath
+from sipdeflect.decoy.events import Hub, LinePrinter
+from sipdeflect.decoy.guard import IP_PKTINFO, Guard
+from sipdeflect.decoy.server import Decoy
+from sipdeflect.decoy.strategy import prepare
 from sipdeflect.lab.netns import Netns
 
 HERE = Path(__file__).parent
@@ -322,6 +336,52 @@ def run_all(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def in_process(n: int = 200_000, batch: int = 64) -> dict[str, Any]:
+    """CPU microseconds per datagram of Decoy.handle_batch (see the opening comment)."""
+
+    lo = socket.if_nametoindex("lo")
+    anc = ((socket.IPPROTO_IP, IP_PKTINFO, lo.to_bytes(4, "little") + bytes(8)),)
+    srcs = [(source_address(i), 40000 + i) for i in range(1000)]
+    base = [bytearray(register(h, p, "127.0.0.1", i)) for i, (h, p) in enumerate(srcs)]
+    packets = []
+    for k in range(n):
+        m = base[k % len(base)]
+        at = m.index(b"z9hG4bK-") + 8
+        m[at : at + 10] = b"%010d" % k
+        packets.append((bytes(m), srcs[k % len(srcs)], anc))
+    batches = [packets[i : i + batch] for i in range(0, n, batch)]
+    out: dict[str, Any] = {"datagrams": n, "batch": batch}
+    for name, sinks in (("terminal", True), ("no_sink", False)):
+        hub = Hub([LinePrinter(io.StringIO().write)] if sinks else [])
+        decoy = Decoy(guard=Guard(budget=0, local=["127.0.0.1"]), hub=hub)
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.process_time()
+            for b in batches:
+                decoy.handle_batch(b)
+            best = min(best, time.process_time() - t0)
+        out[f"handle_batch_us_{name}"] = round(best / n * 1e6, 2)
+        print(f"    handle_batch ({name}): {out[f'handle_batch_us_{name}']} us", flush=True)
+    data, src, _ = packets[0]
+    scanned = fastpath.scan(data)
+    assert scanned is not None
+    method, index, vias = scanned
+    parts: list[tuple[str, Any]] = [
+        ("scan", lambda: fastpath.scan(data)),
+        ("prepare", lambda: prepare(method, index)),
+        ("build", lambda: fastpath.build(index, vias, 200, src)),
+    ]
+    view = getattr(fastpath.C_MODULE, "view", None)  # the C View (not in older commits)
+    if view is not None:
+        v = view(data)
+        parts += [("view", lambda: view(data)), ("reply", lambda: v.reply(200, *src, b""))]
+    for name, fn in parts:
+        took = min(timeit.repeat(fn, number=100_000, repeat=5)) / 100_000
+        out[f"{name}_us"] = round(took * 1e6, 3)
+        print(f"    {name}: {out[f'{name}_us']} us", flush=True)
+    return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="./dev bench decoy", description=__doc__)
     ap.add_argument("--targets", default="decoy,decoy-unique,decoy-kbuf,kamailio,ruby")
@@ -341,7 +401,22 @@ def main(argv: list[str]) -> int:
         metavar="RATE",
         help="no capacity search: CPU per datagram of each target under one flood at RATE/s",
     )
+    ap.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no sockets: CPU per datagram of Decoy.handle_batch (needs no root)",
+    )
     args = ap.parse_args(argv)
+    if args.in_process:
+        save(
+            "decoy-inprocess",
+            {
+                "command": "./dev bench decoy " + " ".join(argv),
+                "c_accelerator": fastpath.ACCELERATED,
+                **in_process(),
+            },
+        )
+        return 0
     if args.seconds is None:
         args.seconds = 3.0 if args.cpu_at else 2.0
     if os.geteuid() != 0:

@@ -1,8 +1,9 @@
 /* The decoy's hot path in C: fastpath.py's scan() and build(), the same rules, the same
  * results, plus View: the same reading kept as offsets into the datagram. A unique flood
  * datagram cost ~9 us of Python in scan + build (line split, per-line partition, dict
- * building, Via rewriting, byte formatting), then ~2.6 us in their C versions, most of it
- * building the dict and bytes the hot path never reads; view() + View.reply() take ~0.8 us.
+ * building, Via rewriting, byte formatting), then ~2.7 us in their C versions (with
+ * strategy.prepare()), most of it building the dict and bytes the hot path never reads;
+ * view() + View.reply() take ~0.9 us (./dev bench decoy --in-process).
  * Python keeps every decision (guard, budget, strategy, events): this module only reads a
  * datagram (view(): method, header offsets, and strategy.prepare()'s four features; scan():
  * (method, {name: first value}, [Via values])) and formats an answer; Batch below does
