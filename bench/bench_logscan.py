@@ -3,11 +3,14 @@
 # log looks like under attack) and one line in ten. Both the prefilter (ordinary Asterisk
 # chatter) and the per-line parse are exercised. In CPU seconds, pinned to one core (the
 # machine is shared):
-#   in-process     read + parse + the policy (no output), best of 3; also split into
-#                  read + parse alone and the policy alone (over the same events)
+#   in-process     read + parse + the policy (no output), best of 3, as logscan does it
+#                  (the C scanner when built); also split into read + parse alone and the
+#                  policy alone (over the same events), and read + parse in Python alone
+#                  (LogFormat.scan, what runs without the C scanner)
 #   CLI --json     `sipdeflect logscan --json LOG` to a pipe, start-up included: one
 #                  JSON line per event on stdout, the flag table on stderr; start-up
-#                  alone is the same command on a one-line log
+#                  alone is the same command on a one-line log; also the same command
+#                  with SIPDEFLECT_NO_C=1 (Python only)
 #   fail2ban-regex `fail2ban-regex LOG asterisk.conf` (stock filter): prints a summary
 #                  (hit counts per regex, date templates, line counts)
 #   fail2ban-regex -o row: the same, printing one line per failure instead (ip, time,
@@ -34,7 +37,7 @@ from bench.common import save
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.logs import FORMATS, Context
 from sipdeflect.detect.verdict import Verdicts
-from sipdeflect.sources.chunks import read_chunks
+from sipdeflect.sources.chunks import read_byte_chunks, read_chunks
 
 NOISE = (
     "VERBOSE[{pid}][C-0000{c:04x}] pbx.c: Executing [{ext}@from-internal:1] "
@@ -89,22 +92,26 @@ CHILD_ENV = {
 }
 
 
-def child_cpu(argv: list[str]) -> tuple[float, float, str]:
+def child_cpu(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(CPU seconds, wall seconds, stdout) of a child process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    res = subprocess.run(argv, capture_output=True, text=True, check=False, env=CHILD_ENV)
+    res = subprocess.run(
+        argv, capture_output=True, text=True, check=False, env={**CHILD_ENV, **(env or {})}
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, wall, res.stdout
 
 
-def best_child(argv: list[str], runs: int, warm: bool = True) -> tuple[float, float, str]:
+def best_child(
+    argv: list[str], runs: int, warm: bool = True, env: dict[str, str] | None = None
+) -> tuple[float, float, str]:
     """The run with the least CPU of ``runs`` (after one untimed warm-up run)."""
     if warm:
-        child_cpu(argv)
-    return min((child_cpu(argv) for _ in range(runs)), key=lambda r: r[0])
+        child_cpu(argv, env)
+    return min((child_cpu(argv, env) for _ in range(runs)), key=lambda r: r[0])
 
 
 def in_process(path: Path) -> tuple[float, int]:
@@ -112,10 +119,10 @@ def in_process(path: Path) -> tuple[float, int]:
     fmt = FORMATS["asterisk"]
     t0 = time.process_time()
     n = 0
-    verdicts = Verdicts()
-    for buf in read_chunks(path):
-        for _, ev in fmt.scan(buf, ctx):
-            verdicts.feed(ev)
+    feed = Verdicts().feed
+    for data in read_byte_chunks(path):
+        for _, ev in fmt.scan_bytes(data, ctx):
+            feed(ev)
             n += 1
     return time.process_time() - t0, n
 
@@ -125,8 +132,19 @@ def parse_only(path: Path) -> tuple[float, list[Event]]:
     ctx = Context(year=2024, default=datetime(2024, 5, 1, tzinfo=UTC))
     fmt = FORMATS["asterisk"]
     t0 = time.process_time()
-    events = [ev for buf in read_chunks(path) for _, ev in fmt.scan(buf, ctx)]
+    events = [ev for data in read_byte_chunks(path) for _, ev in fmt.scan_bytes(data, ctx)]
     return time.process_time() - t0, events
+
+
+def parse_python(path: Path) -> float:
+    """parse_only() through LogFormat.scan, the Python path (no C scanner)."""
+    ctx = Context(year=2024, default=datetime(2024, 5, 1, tzinfo=UTC))
+    fmt = FORMATS["asterisk"]
+    t0 = time.process_time()
+    for buf in read_chunks(path):
+        for _ in fmt.scan(buf, ctx):
+            pass
+    return time.process_time() - t0
 
 
 def policy_only(events: list[Event]) -> float:
@@ -143,18 +161,25 @@ def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, o
     best, events = min(in_process(log) for _ in range(3))
     parse_s, evs = min((parse_only(log) for _ in range(3)), key=lambda r: r[0])
     policy_s = min(policy_only(evs) for _ in range(3))
+    python_s = min(parse_python(log) for _ in range(3))
     fig: dict[str, object] = {
         "failure_share": attack,
         "events": events,
+        "c_scanner": FORMATS["asterisk"].accelerated,
         "in_process_lines_per_cpu_s": round(lines / best),
         "in_process_parse_only_lines_per_cpu_s": round(lines / parse_s),
+        "in_process_parse_python_lines_per_cpu_s": round(lines / python_s),
         "policy_us_per_event": round(policy_s / max(len(evs), 1) * 1e6, 2),
     }
     exe = Path(sys.executable).parent / "sipdeflect"
-    cpu, wall, out = best_child([str(exe), "logscan", "--json", str(log)], 2)
+    argv = [str(exe), "logscan", "--json", str(log)]
+    cpu, wall, out = best_child(argv, 2)
     assert out.count("\n") == events, "the CLI printed one JSON line per event"
     fig["cli_json_lines_per_cpu_s"] = round(lines / cpu)
     fig["cli_json_wall_s"] = round(wall, 2)
+    cpu_py, _, out_py = best_child(argv, 1, env={"SIPDEFLECT_NO_C": "1"})
+    assert out_py == out, "with and without C, the same JSON lines"
+    fig["cli_json_python_lines_per_cpu_s"] = round(lines / cpu_py)
     f2b = shutil.which("fail2ban-regex")
     if f2b and fail2ban:
         filt = "/etc/fail2ban/filter.d/asterisk.conf"
@@ -170,6 +195,7 @@ def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, o
         fig["speedup_in_process"] = round(cpu_f / best, 1)
         fig["speedup_cli_json_vs_rows"] = round(cpu_r / cpu, 1)
         fig["speedup_cli_json_vs_summary"] = round(cpu_f / cpu, 1)
+        fig["speedup_cli_json_python_vs_rows"] = round(cpu_r / cpu_py, 1)
     return fig
 
 

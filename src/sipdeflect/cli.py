@@ -11,8 +11,6 @@ import sys
 from collections.abc import Iterable
 
 import typer
-from rich.console import Console
-from rich.markup import escape as markup_escape
 
 import sipdeflect
 from sipdeflect import commands
@@ -104,6 +102,9 @@ def main() -> None:
     try:
         app()
     except SipDeflectError as exc:
+        from rich.console import Console  # noqa: PLC0415 - 20 ms of imports, for errors only
+        from rich.markup import escape as markup_escape  # noqa: PLC0415
+
         Console(stderr=True, soft_wrap=True).print(
             f"[bold red]sipdeflect:[/] {markup_escape(str(exc))}", highlight=False
         )

@@ -16,15 +16,16 @@ from typing import Any
 
 import pytest
 
-from sipdeflect.decoy import cbuild, fastpath
-from sipdeflect.decoy.cbuild import build as build_ext
+from sipdeflect import cbuild
+from sipdeflect.cbuild import build as build_ext
+from sipdeflect.decoy import fastpath
 from sipdeflect.decoy.strategy import prepare
 from tests.decoy.helpers import CAPTURED, VECTORS, sip
 from tests.decoy.test_handle import _mutate
 
 pytestmark = pytest.mark.skipif(
     not fastpath.ACCELERATED and not os.environ.get("SIPDEFLECT_REQUIRE_C"),
-    reason="the decoy's C accelerator is not built (python -m sipdeflect.decoy.cbuild)",
+    reason="the decoy's C accelerator is not built (python -m sipdeflect.cbuild)",
 )
 ROOT = Path(__file__).parent.parent.parent
 HANDMADE = [p.read_bytes() for p in sorted((VECTORS / "handmade").glob("*.sip"))]
@@ -316,7 +317,7 @@ def test_a_missing_compiler_is_one_message_not_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setattr(cbuild, "target", lambda: tmp_path / "_cfast.so")
+    monkeypatch.setattr(cbuild, "target", lambda source=cbuild.SOURCE: tmp_path / "_cfast.so")
     ok, msg = cbuild.build()
     assert not ok
     assert "not built" in msg

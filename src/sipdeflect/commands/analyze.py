@@ -69,7 +69,8 @@ def analyze(
         return
     con = Console(highlight=False, markup=False, width=200)
     con.print(stats)
-    print_flags(verdicts, con)
+    con.file.flush()
+    print_flags(verdicts, con.file)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@
  * hold the two equal (vectors, a fuzzed corpus, real sockets) and run this file under ASan
  * and UBSan. Attacker bytes: every index is bounded by the buffer's length; no fixed-size
  * buffer receives attacker data (answers are sized first, then written). Build: python -m
- * sipdeflect.decoy.cbuild (./dev setup runs it). */
+ * sipdeflect.cbuild (./dev setup runs it). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from sipdeflect.detect.events import EventKind as K
-from sipdeflect.detect.logs.base import LogFormat, Rule
+from sipdeflect.detect.logs.base import LogFormat, Rule, end, fld, lit, opt
 
 _CRED = (K.AUTH_FAILED_WITH_CREDENTIALS, True)
 
@@ -67,6 +67,15 @@ RULES = (
         candidates=re.compile(r"' failed for '" + _HOSTPORT + "'"),
         repeat="' failed for '",
         account_in_uri=True,
+        fast=(
+            lit("Registration from '", "unique"),
+            fld("account", "any"),
+            lit("' failed for '", "unique"),
+            fld("hostport", "hostport"),
+            lit("' - "),
+            fld("reason", "noquote"),
+            end(strip_dot=True),
+        ),
     ),
     Rule(
         "' (callid: ",
@@ -80,6 +89,18 @@ RULES = (
         candidates=re.compile(r"' failed for '" + _HOSTPORT + r"' \(callid: "),
         repeat="' failed for '",
         account_in_uri=True,
+        fast=(
+            lit("Request "),
+            fld("", "optmethod"),
+            lit("from '"),
+            fld("account", "any"),
+            lit("' failed for '", "unique"),
+            fld("hostport", "hostport"),
+            lit("' (callid: "),
+            lit(") - ", "last"),
+            fld("reason", "nodash"),
+            end(),
+        ),
     ),
     Rule(
         "rejected because extension not found",
@@ -90,6 +111,16 @@ RULES = (
         {"": (K.UNKNOWN_EXTENSION, False)},
         candidates=re.compile(r"\((?:[A-Z]+:)?" + _HOSTPORT + r"\) to extension '"),
         repeat=") to extension '",
+        fast=(
+            lit("Call from '"),
+            lit("' (", "last"),
+            fld("", "proto_hostport"),
+            lit(") to extension '"),
+            fld("account", "any"),
+            lit("' rejected because extension not found in context '", "last"),
+            fld("", "context_tail"),
+            end(),
+        ),
     ),
     # InvalidPassword proves the challenge was seen only when ReceivedChallenge equals the
     # Challenge Asterisk sent; otherwise it is a plain failure.
@@ -107,6 +138,21 @@ RULES = (
         _SECURITY,
         candidates=_SEC_ADDR,
         repeat="RemoteAddress=",
+        fast=(
+            lit('SecurityEvent="', "unique"),
+            fld("reason", "word"),
+            lit('"'),
+            opt('AccountID="', "account", '"'),
+            lit(',RemoteAddress="IPV', "unique"),
+            fld("", "4or6"),
+            lit("/"),
+            fld("proto", "word"),
+            lit("/"),
+            fld("addr", "noslashdq"),
+            lit("/"),
+            fld("port", "digits"),
+            lit('"'),
+        ),
     ),
     # AMI (manager.c) runs over TCP: the handshake proves the address.
     Rule(

@@ -5,16 +5,54 @@
 # when the line holds several different candidates for that field (attacker text imitating
 # it) the event becomes LOG_INJECTION, which the policy never escalates. Pure: no I/O, time
 # comes from the line or from the caller's Context.
+#
+# A Rule may also carry a template (``fast``): its regex's common shape as literals and
+# typed fields, which the optional C scanner (_clog.c) reads without the regex, handing
+# every line it cannot read with certainty back to the Python path; scan_bytes() uses it.
 from __future__ import annotations
 
+import importlib
+import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+from sipdeflect.detect import events
 from sipdeflect.detect.events import Address, Event, EventKind, address, clean
 
+if TYPE_CHECKING:
+    from sipdeflect.detect.logs._clog import Scanner
+
 Outcome = tuple[EventKind, bool]  # kind, verified
+
+# -- templates for the C scanner (see _clog.c for what each step means) -------------------
+Step = tuple[object, ...]
+
+
+def lit(text: str, where: str = "first") -> Step:
+    """A literal the regex has to find: the "first" one from here on, the "unique" one
+    (the line must hold it exactly once) or the "last" one in the line."""
+    return ("lit", text.encode(), where)
+
+
+def fld(group: str, cls: str) -> Step:
+    """The text up to the next literal (or the end) is a field of class ``cls`` (a regex
+    character class, see _clog.c's CLASS_NAMES), captured as ``group`` ("" = not kept)."""
+    return ("field", group, cls)
+
+
+def end(strip_dot: bool = False) -> Step:
+    """The pending field runs to the end of the line; with ``strip_dot``, less one final
+    "." (a lazy ``...+?\\.?$``)."""
+    return ("end", strip_dot)
+
+
+def opt(text: str, group: str, close: str) -> Step:
+    """``(?:.*?TEXT(?P<group>[^CLOSE]*)CLOSE)?``: the first TEXT from here on, if any."""
+    return ("opt", text.encode(), group, close.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +86,7 @@ class Rule:
     tcp_verifies: bool = True  # a TCP/TLS transport proves the address
     challenge_check: bool = False  # Asterisk: ReceivedChallenge must equal Challenge
     account_in_uri: bool = False  # the account group is a From header: keep its user part
+    fast: tuple[Step, ...] = ()  # the regex's common shape, for the C scanner (optional)
 
 
 Apply = Callable[[str, Context], Event | None]
@@ -62,6 +101,7 @@ class LogFormat:
     # rule index -> (marker, compiled rule) for that rule and every later one
     _from: tuple[tuple[tuple[str, Apply], ...], ...] = field(init=False, repr=False, compare=False)
     _first: dict[str, int] = field(init=False, repr=False, compare=False)
+    _scanner: Scanner | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "markers", tuple(dict.fromkeys(r.marker for r in self.rules)))
@@ -76,6 +116,7 @@ class LogFormat:
         compiled = tuple((r.marker, _compile(self.name, r)) for r in self.rules)
         tails = tuple(compiled[i:] for i in range(len(compiled)))
         object.__setattr__(self, "_from", tails)
+        object.__setattr__(self, "_scanner", _scanner(self))
 
     def parse(self, line: str, ctx: Context) -> Event | None:
         """One log line -> an Event, or None when it is not a failure we know: the first
@@ -90,6 +131,19 @@ class LogFormat:
                 if ev is not None:
                     return ev
         return None
+
+    @property
+    def accelerated(self) -> bool:
+        return self._scanner is not None
+
+    def scan_bytes(
+        self, data: bytes, ctx: Context, first_line: int = 1
+    ) -> Iterable[tuple[int, Event]]:
+        """scan() of ``data.decode("utf-8", "replace")`` (whole lines), in C when the
+        accelerator is built: the same events, line for line."""
+        if self._scanner is None:
+            return self.scan(data.decode("utf-8", "replace"), ctx, first_line)
+        return self._scanner.scan(data, ctx, first_line)
 
     def scan(self, buf: str, ctx: Context, first_line: int = 1) -> Iterator[tuple[int, Event]]:
         """Events of a buffer of whole lines with their 1-based line numbers: for each line,
@@ -134,6 +188,79 @@ class LogFormat:
                     if ev is not None:
                         yield lineno, ev
                         break
+
+
+def _load_c() -> ModuleType | None:
+    if os.environ.get("SIPDEFLECT_NO_C"):
+        return None
+    try:
+        return importlib.import_module("sipdeflect.detect.logs._clog")
+    except ImportError:
+        return None
+
+
+_CLOG = _load_c()
+# logscan --json's line formatter in C (see commands/logscan.py), or None:
+# (line head, [(line, Event)], time texts, address texts) -> the lines, or None.
+JsonLines = Callable[
+    [str, list[tuple[int, Event]], dict[object, str], dict[int, object]], str | None
+]
+JSON_LINES: JsonLines | None = None if _CLOG is None else _CLOG.json_lines
+_GROUPS = ("reason", "hostport", "addr", "port", "proto", "account")
+
+
+def _template_groups(rule: Rule) -> set[str]:
+    """The regex groups a template fills; a template that cannot stand for its regex is
+    a programming error, reported when the format is built."""
+    groups: set[str] = set()
+    for i, step in enumerate(rule.fast):
+        if i == 0 and (step[0] != "lit" or step[2] == "last"):
+            raise ValueError(f"{rule.marker!r}: a template starts with a first/unique literal")
+        if step[0] == "field" and step[1]:
+            groups.add(str(step[1]))
+        if step[0] == "field" and step[2] == "proto_hostport":
+            groups |= {"proto", "hostport"}
+        if step[0] == "opt":
+            groups.add(str(step[2]))
+    return groups
+
+
+def _scanner(fmt: LogFormat) -> Scanner | None:
+    """The C scanner for a format (None without the accelerator): each rule's marker,
+    template and the tables its apply() reads."""
+    if _CLOG is None:
+        return None
+    rules = []
+    for r in fmt.rules:
+        regex_groups = set(r.regex.groupindex) & set(_GROUPS)
+        if r.fast and (r.challenge_check or _template_groups(r) != regex_groups):
+            raise ValueError(f"{fmt.name} rule {r.marker!r}: its template and regex differ")
+        rules.append(
+            (
+                r.marker.encode(),
+                r.fast,
+                dict(r.outcomes),
+                r.outcomes.get("", r.default),
+                r.default,
+                (r.repeat or r.marker).encode() if r.candidates is not None else b"",
+                r.tcp_verifies,
+                r.account_in_uri,
+                "reason" in regex_groups,
+                "proto" in regex_groups,
+            )
+        )
+    return _CLOG.Scanner(  # type: ignore[no-any-return]
+        tuple((m.encode(), first) for m, first in fmt._first.items()),
+        tuple(rules),
+        fmt.name,
+        Event,
+        address,
+        events._ADDR_CACHE,
+        stamp,
+        fmt._parse_from,
+        _SECONDS,
+        _STAMPS_MAX,
+    )
 
 
 _STREAM = frozenset({"TCP", "TLS", "WS", "WSS"})

@@ -1,0 +1,534 @@
+"""The C log scanner (detect/logs/_clog.c) against the Python path it stands in for:
+LogFormat.scan_bytes(data) must equal LogFormat.scan(data.decode("utf-8", "replace"))
+event for event and line for line, on the fail2ban and Kamailio corpora, on typical flood
+lines (which it must read itself, not hand back), on shapes chosen to break a template and
+on fuzzed lines; logscan's C JSON lines must equal the Python ones byte for byte; and all
+of it runs again under ASan and UBSan. ./dev test sets SIPDEFLECT_REQUIRE_C: there the
+scanner must be built."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import sysconfig
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from sipdeflect import cbuild
+from sipdeflect.commands.logscan import _Lines
+from sipdeflect.detect.events import Event, EventKind, address
+from sipdeflect.detect.logs import FORMATS, Context, LogFormat
+from sipdeflect.detect.logs.base import JSON_LINES, Rule, end, fld, lit
+from tests.detect.test_fail2ban_corpus import CORPUS
+from tests.lab_detect.kamcorpus import OUT as KAMAILIO_CORPUS
+
+ROOT = Path(__file__).resolve().parents[2]
+AST = FORMATS["asterisk"]
+pytestmark = pytest.mark.skipif(
+    not AST.accelerated and not os.environ.get("SIPDEFLECT_REQUIRE_C"),
+    reason="the log scanner's C accelerator is not built (python -m sipdeflect.cbuild)",
+)
+
+
+def test_the_scanner_is_built_where_required() -> None:
+    assert AST.accelerated, "SIPDEFLECT_REQUIRE_C is set but _clog did not load"
+
+
+def ctx(**kw: object) -> Context:
+    return Context(**{"year": 2024, "default": datetime(2024, 5, 1, tzinfo=UTC), **kw})  # type: ignore[arg-type]
+
+
+def same(fmt: LogFormat, data: bytes, first_line: int = 1, **kw: object) -> list[tuple[int, Event]]:
+    """scan_bytes() of data, after checking it equals the Python path's scan()."""
+    want = list(fmt.scan(data.decode("utf-8", "replace"), ctx(**kw), first_line))
+    got = fmt.scan_bytes(data, ctx(**kw), first_line)
+    assert got == want
+    # equal values are not enough where a type could differ (a bool 1, a str subclass)
+    for (_, a), (_, b) in zip(got, want, strict=True):
+        assert [type(x) for x in a] == [type(x) for x in b]
+    return got
+
+
+def deferred(fmt: LogFormat) -> int:
+    assert fmt._scanner is not None
+    return fmt._scanner.deferred
+
+
+# Typical lines of each templated Asterisk rule (the benchmark's, and variants).
+TYPICAL = [
+    "[2024-05-01 10:00:01] NOTICE[1234] chan_sip.c: Registration from "
+    "'<sip:100@203.0.113.1>' failed for '198.51.100.7:5062' - Wrong password",
+    "[2024-05-01 10:00:01] NOTICE[1234] chan_sip.c: Registration from "
+    "'\"100\"<sip:100@203.0.113.1>' failed for '198.51.100.8:5060' - No matching peer found",
+    "[2024-05-01 10:00:02] NOTICE[1234] chan_sip.c: Registration from "
+    "'<sips:alice@example.com;transport=tls>' failed for '[2001:db8::7]:5061' - "
+    "Device does not match ACL.",
+    "[2024-05-01 10:00:02] NOTICE[1234] chan_sip.c: Registration from '<sip:1@x>' failed "
+    "for '2001:db8::8' - Something new",
+    "[2024-05-01 10:00:03] NOTICE[99] res_pjsip/pjsip_distributor.c: Request 'REGISTER' "
+    "from '<sip:200@203.0.113.1>' failed for '198.51.100.9:5060' (callid: abc-1) - "
+    "Failed to authenticate",
+    "[2024-05-01 10:00:03] NOTICE[99] res_pjsip/pjsip_distributor.c: Request 'INVITE' "
+    "from '\"x\" <sip:201@203.0.113.1>' failed for '[2001:db8::9]:5060' (callid: "
+    "a) - (b) - c) - No matching endpoint found",
+    "[2024-05-01 10:00:04] NOTICE[99] res_pjsip/pjsip_distributor.c: Request from "
+    "'<sip:202@203.0.113.1>' failed for '198.51.100.10' (callid: q) - Not match Endpoint ACL",
+    "[2024-05-01 10:00:04] NOTICE[7][C-00000001] chan_sip.c: Call from '' "
+    "(198.51.100.11:5070) to extension '0097250' rejected because extension not found in "
+    "context 'default'.",
+    "[2024-05-01 10:00:05] NOTICE[7][C-00000001] chan_sip.c: Call from 'Bob (x)' "
+    "(TCP:198.51.100.12:5060) to extension '' rejected because extension not found in "
+    "context 'from-ext'",
+    "[2024-05-01 10:00:05] NOTICE[7] chan_sip.c: Call from '' (UDP:[2001:db8::c]:5060) to "
+    "extension '9' rejected because extension not found in context 'public'.",
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
+    'EventTV="2024-05-01T10:00:00.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",'
+    'AccountID="300",SessionID="1",LocalAddress="IPV4/UDP/203.0.113.1/5060",'
+    'RemoteAddress="IPV4/UDP/198.51.100.13/5060"',
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeResponse'
+    'Failed",EventTV="x",Service="SIP",AccountID="301",SessionID="0x1",LocalAddress="IPV4/'
+    'TCP/203.0.113.1/5060",RemoteAddress="IPV4/TCP/198.51.100.14/5060",Challenge="a",'
+    'ReceivedChallenge="a",ReceivedHash="b"',
+    '[2024-05-01 10:00:07] SECURITY[1] res_security_log.c: SecurityEvent="FailedACL",'
+    'Service="AMI",SessionID="1",RemoteAddress="IPV6/UDP/2001:db8::e/5060"',
+    '[2024-05-01 10:00:07] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeSent",'
+    'AccountID="",RemoteAddress="IPV4/UDP/198.51.100.15/5060",Challenge="z"',
+]
+
+
+def test_typical_flood_lines_are_read_in_c_and_equal_python() -> None:
+    before = deferred(AST)
+    got = same(AST, ("\n".join(TYPICAL) + "\n").encode())
+    assert len(got) == len(TYPICAL)
+    assert deferred(AST) == before  # every one read in C, none handed back
+    kinds = {ev.kind for _, ev in got}
+    assert EventKind.AUTH_FAILED_WITH_CREDENTIALS in kinds
+    assert EventKind.UNKNOWN_EXTENSION in kinds
+    assert any(ev.verified and ev.kind is EventKind.UNKNOWN_EXTENSION for _, ev in got)  # TCP
+
+
+# Lines a template must not read as if they were typical: each is handed back or read the
+# way the regex reads it. Written to break the assumptions of the templates.
+TRICKY = [
+    # a second "failed for" (the injection check), in the From header
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from '<sip:x' failed for "
+    "'203.0.113.66:5060' - Wrong password@a>' failed for '198.51.100.7:5062' - Wrong password",
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - it's wrong",  # a quote in the reason
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - .",  # a reason that is only a dot
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - x..",
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - ",  # no reason
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'not-an-ip' - Wrong password",
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'1.2.3' - Wrong password",  # the address class fits, the address does not parse
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'[2001:db8::1]:99999' - Wrong password",  # a port out of range
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'Registration from '"
+    "' failed for '198.51.100.7' - Wrong password",
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from '" + "A" * 300 + "' "
+    "failed for '198.51.100.7' - Wrong password",  # an account over clean()'s cap
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from '<sip:;x@y> sip:u@h' "
+    "failed for '198.51.100.7' - Wrong password",
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'sips:' failed for "
+    "'198.51.100.7' - Wrong password",
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'caf\u00e9 <sip:1@h>' "
+    "failed for '198.51.100.7' - Wrong password",  # not ASCII: handed back
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a\tb' failed for "
+    "'198.51.100.7' - Wrong password",  # a control character
+    "[2024-05-01 10:00:03] NOTICE[9] res_pjsip/pjsip_distributor.c: Request 'REG1' from "
+    "'a' failed for '198.51.100.9' (callid: x) - Failed to authenticate",
+    "[2024-05-01 10:00:03] NOTICE[9] res_pjsip/pjsip_distributor.c: Request 'REGISTER'from "
+    "'a' failed for '198.51.100.9' (callid: x) - Failed to authenticate",
+    "[2024-05-01 10:00:03] NOTICE[9] res_pjsip/pjsip_distributor.c: Request Request from "
+    "'a' failed for '198.51.100.9' (callid: x) - Failed to authenticate",
+    "[2024-05-01 10:00:03] NOTICE[9] res_pjsip/pjsip_distributor.c: Request from "
+    "'a' failed for '198.51.100.9' (callid: x) - Failed-to authenticate",
+    "[2024-05-01 10:00:03] NOTICE[9] res_pjsip/pjsip_distributor.c: Request from "
+    "'a' failed for '198.51.100.9' (callid: x) - ",
+    "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (198.51.100.11) to extension "
+    "'1' rejected because extension not found in context 'a'b'.",
+    "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (198.51.100.11) to extension "
+    "'1' rejected because extension not found in context 'a'..",
+    "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (198.51.100.11) to extension "
+    "'x' (203.0.113.5) to extension '1' rejected because extension not found in context 'a'",
+    "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (198.51.100.11) to extension "
+    "'' (' rejected because extension not found in context 'a'",
+    "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from ' (198.51.100.11) to extension "
+    "'1' rejected because extension not found in context 'a'",
+    "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (ABC:198.51.100.11) to "
+    "extension '1' rejected because extension not found in context 'a'",
+    "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (abc:1) to "
+    "extension '1' rejected because extension not found in context 'a'",
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
+    'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+    'ReceivedChallenge="a"',  # no template (the challenge check): handed back
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="SomethingNew",'
+    'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060"',
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
+    'RemoteAddress="IPV4/UDP/198.51.100.13/5060",AccountID="late"',
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
+    'AccountID="a,RemoteAddress=\\"IPV4/UDP/203.0.113.9/1\\"",'
+    'RemoteAddress="IPV4/UDP/198.51.100.13/5060"',
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
+    'AccountID="unterminated,RemoteAddress="IPV4/UDP/198.51.100.13/5060"',
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
+    'AccountID="1",RemoteAddress="IPV5/UDP/198.51.100.13/5060"',
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
+    'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/"',
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
+    'AccountID="1",RemoteAddress="IPV4/U-P/198.51.100.13/5060"',
+    'SecurityEvent="RequestBadFormat",AccountID="1",RemoteAddress="IPV4/WSS/198.51.100.1/1"',
+    # stamps: invalid, other shapes, a year-less one, none at all
+    "[2024-02-30 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - Wrong password",
+    "[2024-05-01 10:00:61] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - Wrong password",
+    "[2024-05-01T10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - Wrong password",
+    "[May  1 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - Wrong password",
+    "May  1 10:00:01 pbx asterisk[1]: NOTICE[1] chan_sip.c: Registration from 'a' failed "
+    "for '198.51.100.7' - Wrong password",
+    "NOTICE[1] chan_sip.c: Registration from 'a' failed for '198.51.100.7' - Wrong password",
+    "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
+    "'198.51.100.7' - Wrong password\r",
+]
+
+
+@pytest.mark.parametrize("line", TRICKY)
+def test_a_tricky_line_gives_what_python_gives(line: str) -> None:
+    same(AST, (line + "\n").encode())
+    same(AST, line.encode())  # also as the last line, without its newline
+
+
+def test_stamps_agree_in_another_zone_and_across_many_seconds() -> None:
+    lines = []
+    t = datetime(2024, 12, 31, 23, 58, 0)
+    for i in range(3000):
+        t += timedelta(seconds=random.Random(i).choice([0, 0, 1, 7]))
+        lines.append(f"[{t:%Y-%m-%d %H:%M:%S}] " + TYPICAL[i % len(TYPICAL)].split("] ", 1)[1])
+    data = ("\n".join(lines) + "\n").encode()
+    got = same(AST, data, tz=timezone(timedelta(hours=-5)))
+    assert len({ev.time for _, ev in got}) > 1000
+    same(AST, data, now=datetime(2024, 6, 1, tzinfo=UTC))
+
+
+def test_line_numbers_agree_across_chunks_and_crlf() -> None:
+    rnd = random.Random(3)
+    text = "".join(
+        rnd.choice([*TYPICAL, "[2024-05-01 10:00:00] VERBOSE[1] pbx.c: nothing", ""])
+        + rnd.choice(["\n", "\r\n"])
+        for _ in range(2000)
+    )
+    data = text.encode()
+    for cut in (0, 1, 977, len(data) // 2):
+        head, tail = data[: data.rfind(b"\n", 0, max(cut, 1)) + 1], None
+        tail = data[len(head) :]
+        got = same(AST, head, 1) + same(AST, tail, 1 + head.count(b"\n"))
+        assert [n for n, _ in got] == [n for n, _ in AST.scan(text, ctx())]
+
+
+FRAGMENTS = [
+    "'",
+    '"',
+    "[",
+    "]",
+    "(",
+    ")",
+    ":",
+    ".",
+    "-",
+    "/",
+    "@",
+    ";",
+    ">",
+    "<",
+    " ",
+    ",",
+    "=",
+    "' failed for '",
+    "' - ",
+    ") - ",
+    "' (",
+    "' (callid: ",
+    ") to extension '",
+    "Registration from '",
+    "Request ",
+    "from '",
+    "'REGISTER' ",
+    "Call from '",
+    "' rejected because extension not found in context '",
+    "rejected because extension",
+    'SecurityEvent="',
+    'AccountID="',
+    ',RemoteAddress="IPV4/UDP/203.0.113.9/5060"',
+    ',RemoteAddress="IPV6/TCP/2001:db8::9/1"',
+    "RemoteAddress=",
+    "IPV4/",
+    "IPV6/",
+    "sip:",
+    "sips:",
+    "198.51.100.1",
+    "2001:db8::1",
+    "[2001:db8::1]:5060",
+    ":5060",
+    "TCP:",
+    "Wrong password",
+    "Failed to authenticate",
+    "\u00e9",
+    "\u2028",
+    "\x00",
+    "\t",
+    "\r",
+    "\x7f",
+    " failed to authenticate as '",
+    "No registration for peer '",
+    "hacking attempt detected '",
+]
+
+
+def mutate(line: str, rnd: random.Random) -> str:
+    for _ in range(rnd.randint(1, 3)):
+        i = rnd.randrange(len(line) + 1)
+        op = rnd.random()
+        if op < 0.6:
+            line = line[:i] + rnd.choice(FRAGMENTS) + line[i:]
+        elif op < 0.85:
+            line = line[:i] + line[i + rnd.randint(1, 12) :]
+        else:
+            j = rnd.randrange(len(line) + 1)
+            line = line[:i] + line[j : j + rnd.randint(1, 20)] + line[i:]  # a duplicated span
+    return line
+
+
+def fuzz_lines(seed: int, count: int) -> list[str]:
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(count):
+        line = rnd.choice(TYPICAL + TRICKY)
+        out.append(mutate(line, rnd) if rnd.random() < 0.8 else line)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzzed_lines_give_what_python_gives(seed: int) -> None:
+    lines = fuzz_lines(seed, 5000)
+    before = deferred(AST)
+    got = same(AST, "\n".join(lines).encode("utf-8", "surrogatepass"))
+    assert len(got) > 1000
+    assert deferred(AST) - before < len(lines) * 0.8  # most of it read in C
+    # and one line at a time (every line is the first and the last of its buffer)
+    for line in lines[:300]:
+        same(AST, line.encode("utf-8", "surrogatepass"))
+
+
+def test_invalid_utf8_is_decoded_as_python_decodes_it() -> None:
+    line = TYPICAL[0].encode()
+    data = line.replace(b"<sip:100", b"<sip:\xff\xfe100") + b"\n" + line + b"\xc3\n" + line
+    assert len(same(AST, data)) == 3
+
+
+@pytest.mark.skipif(CORPUS is None, reason="Debian fail2ban is not installed")
+@pytest.mark.parametrize("name", ["asterisk", "freeswitch"])
+def test_the_fail2ban_corpus_gives_what_python_gives(name: str) -> None:
+    assert CORPUS is not None
+    data = (CORPUS / name).read_bytes()
+    got = same(FORMATS[name], data, now=datetime(2005, 8, 14, 10, 0, tzinfo=UTC), year=2005)
+    assert len(got) >= 8
+
+
+def test_the_kamailio_corpus_gives_what_python_gives() -> None:
+    assert len(same(FORMATS["kamailio"], KAMAILIO_CORPUS.read_bytes(), year=2026)) >= 10
+
+
+def test_a_template_that_does_not_stand_for_its_regex_is_refused() -> None:
+    import re
+
+    rule = Rule(
+        "x: ",
+        re.compile(r"x: (?P<addr>[0-9.]+) (?P<account>\w+)"),
+        {"": (EventKind.REJECTED, False)},
+        fast=(lit("x: "), fld("addr", "addr"), lit(" "), fld("port", "digits"), end()),
+    )
+    with pytest.raises(ValueError, match="template and regex differ"):
+        LogFormat("test", (rule,), sniff=re.compile("x"))
+    bad_class = Rule(
+        "x: ",
+        re.compile(r"x: (?P<addr>[0-9.]+)$"),
+        {"": (EventKind.REJECTED, False)},
+        fast=(lit("x: "), fld("addr", "no-such-class"), end()),
+    )
+    with pytest.raises(ValueError, match="unknown field class"):
+        LogFormat("test", (bad_class,), sniff=re.compile("x"))
+
+
+def test_a_unique_literal_is_unique_or_the_line_goes_back_to_python() -> None:
+    """Greedy fields take the last split: a second copy of a literal marked "unique" must
+    send the line back, or the first copy would make a different split."""
+    import re
+
+    rule = Rule(
+        "u=",
+        re.compile(r"u=(?P<account>.*) r=(?P<reason>.*) ip=(?P<addr>[0-9.]+)$"),
+        {},
+        default=(EventKind.REJECTED, False),
+        fast=(
+            lit("u="),
+            fld("account", "any"),
+            lit(" r=", "unique"),
+            fld("reason", "any"),
+            lit(" ip=", "unique"),
+            fld("addr", "addr"),
+            end(),
+        ),
+    )
+    fmt = LogFormat("test", (rule,), sniff=re.compile("u="))
+    got = same(fmt, b"u=a r=b ip=192.0.2.1\nu=a r=b r=c ip=192.0.2.2\n")
+    assert [ev.account for _, ev in got] == ["a", "a r=b"]
+    assert [ev.detail for _, ev in got] == ["b", "c"]
+
+
+# -- logscan --json in C ---------------------------------------------------------------------
+HOSTILE = [
+    "",
+    "plain",
+    'q"uote',
+    "back\\slash",
+    "nl\nx",
+    "cr\r",
+    "tab\t",
+    "\x00\x1f\x7f",
+    "\u00e9\u2028\u2029",
+    "\U0001f600",
+    "\udc80",
+    "\b\f",
+    "</script>",
+    "a" * 300,
+]
+
+
+def test_json_lines_in_c_equal_python_byte_for_byte() -> None:
+    assert JSON_LINES is not None
+    rnd = random.Random(5)
+    addresses = [address(a) for a in ("198.51.100.1", "2001:db8::1", "::ffff:192.0.2.1")]
+    events = [
+        (
+            rnd.randrange(1, 10**9),
+            Event(
+                datetime(2024, 5, 1, tzinfo=UTC) + timedelta(seconds=rnd.randrange(5000)),
+                rnd.choice(list(EventKind)),
+                rnd.choice(addresses),  # type: ignore[arg-type]
+                rnd.choice([None, 1, 5060, 65535]),
+                rnd.choice([None, *HOSTILE]),
+                rnd.choice(["asterisk", "wire"]),
+                rnd.choice(HOSTILE),
+                rnd.choice([True, False]),
+            ),
+        )
+        for _ in range(3000)
+    ]
+    path = Path('/var/log/odd "name"\u00e9.log')
+    lines = _Lines()
+    python = "".join(lines.json(path)(n, ev) for n, ev in events)
+    assert lines.json_block(path)(events) == python
+    assert _Lines().json_block(path)(events) == python  # with empty caches too
+    for text in python.splitlines():
+        json.loads(text)
+
+
+def test_json_lines_hand_back_what_they_cannot_write() -> None:
+    assert JSON_LINES is not None
+    ev = Event(
+        datetime(2024, 5, 1, tzinfo=UTC),
+        EventKind.REJECTED,
+        address("192.0.2.1"),
+        None,
+        None,
+        "caf\u00e9",
+        "x",
+    )  # type: ignore[arg-type]
+    assert JSON_LINES('{"line": ', [(1, ev)], {}, {}) is None  # a raw field not ASCII
+    path = Path("x.log")
+    assert _Lines().json_block(path)([(1, ev)]) == _Lines().json(path)(1, ev)
+    with pytest.raises(TypeError):
+        JSON_LINES("x", [(1, "not an event")], {}, {})  # type: ignore[list-item]
+
+
+# -- memory safety ---------------------------------------------------------------------------
+ASAN_DRIVER = r"""
+import sys
+sys.path[:0] = [sys.argv[1]]
+import _clog
+from sipdeflect.detect.logs import base, FORMATS
+from sipdeflect.commands import logscan
+base._CLOG = _clog
+base.JSON_LINES = logscan.JSON_LINES = _clog.json_lines
+import tests.detect.test_clog as t
+t.JSON_LINES = _clog.json_lines
+for fmt in FORMATS.values():
+    object.__setattr__(fmt, "_scanner", base._scanner(fmt))
+n = 0
+for seed in range(int(sys.argv[2])):
+    lines = t.fuzz_lines(1000 + seed, 400)
+    data = "\n".join(lines).encode("utf-8", "surrogatepass")
+    for fmt in FORMATS.values():
+        got = t.same(fmt, data)
+        n += len(got)
+        t.same(fmt, data[: len(data) // 3])
+        logscan._Lines().json_block(t.Path("x"))(got)
+t.test_json_lines_in_c_equal_python_byte_for_byte()
+print(n)
+"""
+
+
+def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
+    """Built with ASan and UBSan (abort on the first report), the scanner and the JSON
+    writer run fuzzed lines and must agree with Python and exit cleanly."""
+    libasan = subprocess.run(
+        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not libasan.startswith("/"):
+        pytest.skip("gcc's libasan is not installed (Debian: gcc)")
+    source = cbuild.SOURCES[1]
+    out = tmp_path / ("_clog" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+    flags = ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
+    argv = cbuild.command(out, flags, source)
+    assert isinstance(argv, list), argv
+    subprocess.run(argv, check=True)
+    env = {
+        **os.environ,
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        "PYTHONMALLOC": "malloc",  # objects on the malloc heap, where ASan sees overruns
+        "SIPDEFLECT_NO_C": "1",  # the sanitized build is the only C in that process
+    }
+    res = subprocess.run(
+        [sys.executable, "-c", ASAN_DRIVER, str(tmp_path), "20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(res.stdout) > 1000
+
+
+def test_cbuild_builds_every_accelerator() -> None:
+    assert [s.name for s in cbuild.SOURCES] == ["_cfast.c", "_clog.c"]
+    for source in cbuild.SOURCES:
+        ok, msg = cbuild.build(source=source)  # idempotent: current, nothing rebuilt
+        assert ok, msg
+        assert cbuild.target(source).exists()
