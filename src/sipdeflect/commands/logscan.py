@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import typer
 from sipdeflect.decisions import Level
 from sipdeflect.detect.events import Event, EventKind
 from sipdeflect.detect.logs import Context, LogFormat, detect_format, get_format
-from sipdeflect.detect.logs.base import JSON_LINES
+from sipdeflect.detect.logs.base import JSON_LINES, count_newlines
 from sipdeflect.detect.verdict import Verdicts
 from sipdeflect.errors import UsageError
 from sipdeflect.sources.chunks import read_byte_chunks
@@ -42,9 +43,9 @@ def scan_file(
     lineno = 1
     for data in read_byte_chunks(path, progress=progress):
         if fmt is None:
-            fmt = detect_format(data[:65536].decode("utf-8", "replace"))
+            fmt = detect_format(str(data[:65536], "utf-8", "replace"))
         yield list(fmt.scan_bytes(data, ctx, lineno))
-        lineno += data.count(b"\n")
+        lineno += count_newlines(data)
 
 
 def _when(ts: float) -> str:
@@ -206,6 +207,9 @@ def logscan(
     evidence, including forgeable UDP), suspect, attacker (failed logins that answered the
     PBX's own challenge). See docs/detection.md.
     """
+    # The objects of the imported modules are never garbage: frozen, the collector stops
+    # walking them on every pass while a big log's events come and go (~4% of a scan).
+    gc.freeze()
     now = dt.datetime.now(dt.UTC)
     verdicts = Verdicts()
     feed = verdicts.feed

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from sipdeflect.decisions import Level
 from sipdeflect.detect.events import Address, Event, EventKind
 
 _SUCCEEDED = EventKind.AUTH_SUCCEEDED
+# What feed() needs to know about one (kind, verified): (class index, weight, timestamps
+# kept, level cap, unproven); see Verdicts.retune().
+_Info = tuple[int, int, int, Level, bool]
 _SUSPECT = Level.SUSPECT
 
 
@@ -172,6 +176,8 @@ class Verdicts:
         self.retune(policy or Policy())
         self._state: dict[Address, _State] = {}
         self.forgotten = 0
+        self._last_time: datetime | None = None  # the last event's time, and as a number
+        self._last_ts = 0.0
 
     def retune(self, policy: Policy) -> None:
         """Use ``policy`` from now on (SIGHUP); what each source did so far is kept."""
@@ -184,20 +190,22 @@ class Verdicts:
             for cls in rule.needs:
                 cap[cls] = max(cap[cls], rule.level)
         # Everything feed() needs to know about an event, looked up once per event:
-        # (kind, verified) -> (class index, weight, timestamps kept, level cap, unproven).
+        # kind -> [verified] -> (class index, weight, timestamps kept, level cap, unproven),
+        # None for a (kind, verified) that is not evidence.
         self._classes: tuple[Evidence, ...] = tuple(Evidence)
         index = {cls: i for i, cls in enumerate(self._classes)}
         self._unproven = index[Evidence.UNPROVEN]
-        self._info: dict[tuple[EventKind, bool], tuple[int, int, int, Level, bool]] = {
-            (kind, proven): (
+        self._info: dict[EventKind, tuple[_Info | None, _Info | None]] = {}
+        for (kind, proven), cls in policy.evidence.items():
+            info = (
                 index[cls],
                 policy.weights.get(kind, 1),
                 keep.get(cls, 1),
                 cap[cls],
                 cls is Evidence.UNPROVEN,
             )
-            for (kind, proven), cls in policy.evidence.items()
-        }
+            pair = self._info.get(kind, (None, None))
+            self._info[kind] = (pair[0], info) if proven else (info, pair[1])
         self._probe_on = policy.probe_at > 0
         # The level depends only on how many timestamps each class holds, and each class
         # holds at most its `keep`: levels are memoised by those counts (see _level).
@@ -210,11 +218,18 @@ class Verdicts:
         if kind is _SUCCEEDED and ev.verified:
             self._trust(ev)
             return None
-        info = self._info.get((kind, ev.verified))
+        pair = self._info.get(kind)
+        info = None if pair is None else pair[1 if ev.verified else 0]
         if info is None:
             return None
         ci, weight, keep, cap, unproven = info
-        now = ev.time.timestamp()
+        # (a log's events share their time objects: a second's lines hold the same one)
+        when = ev.time
+        if when is self._last_time:
+            now = self._last_ts
+        else:
+            now = self._last_ts = when.timestamp()
+            self._last_time = when
         st = self._state.get(ev.source)
         if st is None:
             st = self._add(ev.source, now)

@@ -137,12 +137,12 @@ class LogFormat:
         return self._scanner is not None
 
     def scan_bytes(
-        self, data: bytes, ctx: Context, first_line: int = 1
+        self, data: bytes | memoryview, ctx: Context, first_line: int = 1
     ) -> Iterable[tuple[int, Event]]:
-        """scan() of ``data.decode("utf-8", "replace")`` (whole lines), in C when the
+        """scan() of ``str(data, "utf-8", "replace")`` (whole lines), in C when the
         accelerator is built: the same events, line for line."""
         if self._scanner is None:
-            return self.scan(data.decode("utf-8", "replace"), ctx, first_line)
+            return self.scan(str(data, "utf-8", "replace"), ctx, first_line)
         return self._scanner.scan(data, ctx, first_line)
 
     def scan(self, buf: str, ctx: Context, first_line: int = 1) -> Iterator[tuple[int, Event]]:
@@ -206,6 +206,15 @@ JsonLines = Callable[
     [str, list[tuple[int, Event]], dict[object, str], dict[int, object]], str | None
 ]
 JSON_LINES: JsonLines | None = None if _CLOG is None else _CLOG.json_lines
+
+
+def count_newlines(data: bytes | memoryview) -> int:
+    """data.count(b"\\n"), in C (SIMD) when the accelerator is built."""
+    if _CLOG is None:
+        return bytes(data).count(b"\n")
+    return int(_CLOG.count_newlines(data))
+
+
 _GROUPS = ("reason", "hostport", "addr", "port", "proto", "account")
 
 
