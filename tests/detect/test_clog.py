@@ -101,6 +101,69 @@ TYPICAL = [
 ]
 
 
+FS = FORMATS["freeswitch"]
+KAM = FORMATS["kamailio"]
+TYPICAL_FS = [
+    "2024-05-01 10:00:01.767815 [WARNING] sofia_reg.c:1533 SIP auth challenge (INVITE) on "
+    "sofia profile 'internal' for [0114487@192.0.2.51] from ip 198.51.100.1",
+    "2024-05-01 10:00:02.767815 [WARNING] sofia_reg.c:1478 SIP auth failure (REGISTER) on "
+    "sofia profile '' for [1000@192.0.2.51] from ip 2001:db8::2",
+    "2024-05-01 10:00:03.1 [WARNING] sofia_reg.c:2870 Can't find user [1001@192.0.2.51] "
+    "from 198.51.100.3",
+]
+TYPICAL_KAM = [
+    "Nov 25 10:00:01 pbx kamailio[7]: WARNING: <script>: sipdeflect: auth-failed "
+    "src=198.51.100.4 port=5060 proto=udp reason=wrong-password user=1000 ua=friendly-scanner",
+    " 1(7) WARNING: <script>: sipdeflect: rejected src=[2001:db8::5] port=5061 proto=tls "
+    "reason=acl-reject user= ua=",
+    " 1(7) WARNING: <script>: sipdeflect: auth-failed src=198.51.100.6 port=1 proto=tcp "
+    "reason=unknown-user user=a ua=b ua=c",
+]
+TRICKY_FS = [
+    "2024-05-01 10:00:01 [WARNING] sofia_reg.c:1 SIP auth failure (INVITE) on sofia profile "
+    "'x' for [a] from ip 203.0.113.9] from ip 198.51.100.1",  # a second candidate
+    "2024-05-01 10:00:01 [WARNING] sofia_reg.c:1 SIP auth failure (invite) on sofia profile "
+    "'x' for [a] from ip 198.51.100.1",
+    "2024-05-01 10:00:01 [WARNING] sofia_reg.c:1 SIP auth failure (INVITE) on sofia profile "
+    "'x'y' for [a] from ip 198.51.100.1",
+    "2024-05-01 10:00:01 [WARNING] sofia_reg.c:1 SIP auth failure (INVITE) on sofia profile "
+    "'x' for [a] from ip 198.51.100.1 ",
+    "2024-05-01 10:00:01 [WARNING] sofia_reg.c:1 Can't find user [a] from 198.51.100.1x",
+]
+TRICKY_KAM = [
+    " 1(7) WARNING: <script>: sipdeflect: auth-failed src=198.51.100.4 port=5060 proto=udp "
+    "reason=wrong-password user=sipdeflect: auth-failed src=203.0.113.1 port=1 ua=x",
+    " 1(7) WARNING: <script>: sipdeflect: auth-failedx src=198.51.100.4 port=5060 proto=udp "
+    "reason=wrong-password user=1 ua=x",
+    " 1(7) WARNING: <script>: sipdeflect: auth-failed src=198.51.100.4 port=5060 proto=udp "
+    "reason=wrong password user=1 ua=x",
+    " 1(7) WARNING: <script>: sipdeflect: auth-failed src=198.51.100.4 port=5060 proto=u-p "
+    "reason=wrong-password user=1 ua=x",
+    " 1(7) WARNING: <script>: sipdeflect: auth-failed src=198.51.100.4 port=5060 proto=udp "
+    "reason=something-new user=1 ua=x",
+    " 1(7) WARNING: <script>: sipdeflect: auth-failed src=[198.51.100.4 port=5060 proto=udp "
+    "reason=wrong-password user=1 ua=x",
+]
+
+
+@pytest.mark.parametrize(("fmt", "lines"), [(FS, TYPICAL_FS), (KAM, TYPICAL_KAM)])
+def test_typical_freeswitch_and_kamailio_lines_are_read_in_c(
+    fmt: LogFormat, lines: list[str]
+) -> None:
+    before = deferred(fmt)
+    assert len(same(fmt, ("\n".join(lines) + "\n").encode())) == len(lines)
+    assert deferred(fmt) == before
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line"), [(FS, line) for line in TRICKY_FS] + [(KAM, line) for line in TRICKY_KAM]
+)
+def test_tricky_freeswitch_and_kamailio_lines_give_what_python_gives(
+    fmt: LogFormat, line: str
+) -> None:
+    same(fmt, (line + "\n").encode())
+
+
 def test_typical_flood_lines_are_read_in_c_and_equal_python() -> None:
     before = deferred(AST)
     got = same(AST, ("\n".join(TYPICAL) + "\n").encode())
@@ -310,11 +373,12 @@ def mutate(line: str, rnd: random.Random) -> str:
     return line
 
 
-def fuzz_lines(seed: int, count: int) -> list[str]:
+def fuzz_lines(seed: int, count: int, corpus: list[str] | None = None) -> list[str]:
     rnd = random.Random(seed)
+    corpus = corpus or TYPICAL + TRICKY
     out = []
     for _ in range(count):
-        line = rnd.choice(TYPICAL + TRICKY)
+        line = rnd.choice(corpus)
         out.append(mutate(line, rnd) if rnd.random() < 0.8 else line)
     return out
 
@@ -329,6 +393,20 @@ def test_fuzzed_lines_give_what_python_gives(seed: int) -> None:
     # and one line at a time (every line is the first and the last of its buffer)
     for line in lines[:300]:
         same(AST, line.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "corpus"),
+    [(FS, TYPICAL_FS + TRICKY_FS), (KAM, TYPICAL_KAM + TRICKY_KAM)],
+    ids=["freeswitch", "kamailio"],
+)
+def test_fuzzed_freeswitch_and_kamailio_lines_give_what_python_gives(
+    fmt: LogFormat, corpus: list[str]
+) -> None:
+    lines = fuzz_lines(9, 5000, corpus)
+    before = deferred(fmt)
+    assert len(same(fmt, "\n".join(lines).encode("utf-8", "surrogatepass"))) > 500
+    assert deferred(fmt) - before < len(lines) * 0.8
 
 
 def test_invalid_utf8_is_decoded_as_python_decodes_it() -> None:
@@ -477,8 +555,9 @@ t.JSON_LINES = _clog.json_lines
 for fmt in FORMATS.values():
     object.__setattr__(fmt, "_scanner", base._scanner(fmt))
 n = 0
+corpora = [t.TYPICAL + t.TRICKY, t.TYPICAL_FS + t.TRICKY_FS, t.TYPICAL_KAM + t.TRICKY_KAM]
 for seed in range(int(sys.argv[2])):
-    lines = t.fuzz_lines(1000 + seed, 400)
+    lines = t.fuzz_lines(1000 + seed, 400, corpora[seed % 3])
     data = "\n".join(lines).encode("utf-8", "surrogatepass")
     for fmt in FORMATS.values():
         got = t.same(fmt, data)

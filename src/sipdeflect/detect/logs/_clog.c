@@ -26,12 +26,13 @@
 #include <emmintrin.h>
 #endif
 
-enum { OP_LIT = 1, OP_FIELD, OP_END, OP_OPT };
+enum { OP_LIT = 1, OP_FIELD, OP_END, OP_OPT, OP_ONEOF };
 enum { AT_FIRST, AT_UNIQUE, AT_LAST };
 enum { G_REASON, G_HOSTPORT, G_ADDR, G_PORT, G_PROTO, G_ACCOUNT, NGROUPS };
 enum {
     C_ANY, C_HOSTPORT, C_PROTO_HOSTPORT, C_WORD, C_DIGITS, C_NOQUOTE, C_NODASH,
-    C_NOSLASHDQ, C_46, C_CONTEXT_TAIL, C_OPTMETHOD, C_ADDR, C_UPPER, NCLASSES
+    C_NOSLASHDQ, C_46, C_CONTEXT_TAIL, C_OPTMETHOD, C_ADDR, C_UPPER, C_NOQUOTE0, C_ADDRB,
+    C_NOSPACE, C_EMPTY, NCLASSES
 };
 /* Names as Python writes them (base.py: Lit/Field/End/Opt); index = the enum value. */
 static const char *const GROUP_NAMES[NGROUPS] = {
@@ -39,7 +40,8 @@ static const char *const GROUP_NAMES[NGROUPS] = {
 };
 static const char *const CLASS_NAMES[NCLASSES] = {
     "any", "hostport", "proto_hostport", "word", "digits", "noquote", "nodash",
-    "noslashdq", "4or6", "context_tail", "optmethod", "addr", "upper",
+    "noslashdq", "4or6", "context_tail", "optmethod", "addr", "upper", "noquote0", "addrb",
+    "nospace", "empty",
 };
 static const char *const MODE_NAMES[] = {"first", "unique", "last"};
 
@@ -47,7 +49,8 @@ typedef struct {
     int op, mode, cls, group;
     const char *lit; /* borrowed from the Scanner's spec tuple */
     Py_ssize_t litlen;
-    char close; /* OP_OPT: the byte that ends the value */
+    char close;        /* OP_OPT: the byte that ends the value */
+    PyObject *options; /* OP_ONEOF: a tuple of bytes, borrowed */
 } Step;
 
 typedef struct {
@@ -107,6 +110,7 @@ static int is_hex(unsigned char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 static int is_addr(unsigned char c) { return is_hex(c) || c == ':' || c == '.'; }
+static int is_addrb(unsigned char c) { return is_addr(c) || c == '[' || c == ']'; }
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 static int is_upper(unsigned char c) { return c >= 'A' && c <= 'Z'; }
 static int is_word(unsigned char c)
@@ -285,6 +289,10 @@ static int field(const char *p, Py_ssize_t a, Py_ssize_t n, int cls, int group, 
     case C_WORD: ok = all_of(t, n, is_word, 1); break;
     case C_DIGITS: ok = all_of(t, n, is_digit, 1); break;
     case C_UPPER: ok = all_of(t, n, is_upper, 1); break;
+    case C_NOQUOTE0: ok = none_of(t, n, "'", 0); break;
+    case C_ADDRB: ok = all_of(t, n, is_addrb, 1); break;
+    case C_NOSPACE: ok = none_of(t, n, " ", 1); break; /* \S+: the line has no other space */
+    case C_EMPTY: ok = n == 0; break;
     case C_ADDR: ok = all_of(t, n, is_addr, 1); break;
     case C_NOQUOTE: ok = none_of(t, n, "'", 1); break;
     case C_NODASH: ok = none_of(t, n, "-", 1); break;
@@ -335,6 +343,8 @@ static int match(const Rule *r, const char *p, Py_ssize_t n, Match *m)
             break;
         }
         case OP_OPT: { /* (?:.*?LIT(?P<group>[^CLOSE]*)CLOSE)? before the next literal */
+            if (cls != C_ANY || group >= 0)
+                return 0; /* (only after a literal: the skipped text is the regex's .*?) */
             const char *q = find(p + c, n - c, s->lit, s->litlen);
             if (q != NULL) {
                 Py_ssize_t v = q - p + s->litlen;
@@ -344,6 +354,24 @@ static int match(const Rule *r, const char *p, Py_ssize_t n, Match *m)
                 capture(m, s->group, v, e - (p + v));
                 c = e - p + 1;
             }
+            break;
+        }
+        case OP_ONEOF: { /* (?:A|B|...) right here, after an empty pending field */
+            if (m->mstart < 0 || !field(p, c, 0, cls, group, m))
+                return 0;
+            Py_ssize_t k = 0, size = PyTuple_GET_SIZE(s->options);
+            for (; k < size; k++) {
+                PyObject *o = PyTuple_GET_ITEM(s->options, k);
+                Py_ssize_t olen = PyBytes_GET_SIZE(o);
+                if (olen <= n - c && memcmp(p + c, PyBytes_AS_STRING(o), (size_t)olen) == 0) {
+                    c += olen;
+                    break;
+                }
+            }
+            if (k == size)
+                return 0;
+            cls = C_EMPTY; /* what follows in the regex follows at once */
+            group = -1;
             break;
         }
         case OP_END: { /* the pending field runs to the end; $ after an optional "." */
@@ -682,7 +710,7 @@ static int bytes_of(PyObject *o, const char **p, Py_ssize_t *n)
 }
 
 /* One step: ("lit", bytes, mode) | ("field", group|"", class) | ("end", strip_dot)
- * | ("opt", bytes, group, close byte). */
+ * | ("opt", bytes, group, close byte) | ("oneof", (bytes, ...)). */
 static int parse_step(PyObject *t, Step *s)
 {
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) < 2 || !PyUnicode_Check(PyTuple_GET_ITEM(t, 0))) {
@@ -735,6 +763,30 @@ static int parse_step(PyObject *t, Step *s)
         s->close = close[0];
         s->group = name_index(PyTuple_GET_ITEM(t, 2), GROUP_NAMES, NGROUPS, "group");
         return s->group < 0 ? -1 : 0;
+    }
+    if (strcmp(op, "oneof") == 0 && size == 2) {
+        s->op = OP_ONEOF;
+        s->options = PyTuple_GET_ITEM(t, 1);
+        if (!PyTuple_Check(s->options) || PyTuple_GET_SIZE(s->options) == 0) {
+            PyErr_SetString(PyExc_TypeError, "oneof: a tuple of bytes");
+            return -1;
+        }
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(s->options); k++) {
+            PyObject *o = PyTuple_GET_ITEM(s->options, k);
+            if (!PyBytes_Check(o) || PyBytes_GET_SIZE(o) == 0) {
+                PyErr_SetString(PyExc_TypeError, "oneof: non-empty bytes");
+                return -1;
+            }
+            for (Py_ssize_t j = 0; j < k; j++) { /* the regex tries them in order */
+                PyObject *e = PyTuple_GET_ITEM(s->options, j);
+                Py_ssize_t a = PyBytes_GET_SIZE(e), b = PyBytes_GET_SIZE(o);
+                if (memcmp(PyBytes_AS_STRING(e), PyBytes_AS_STRING(o), (size_t)(a < b ? a : b)) == 0) {
+                    PyErr_SetString(PyExc_ValueError, "oneof: no option may begin another");
+                    return -1;
+                }
+            }
+        }
+        return 0;
     }
     PyErr_Format(PyExc_ValueError, "unknown step %R", t);
     return -1;

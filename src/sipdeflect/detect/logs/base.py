@@ -50,6 +50,11 @@ def end(strip_dot: bool = False) -> Step:
     return ("end", strip_dot)
 
 
+def oneof(*texts: str) -> Step:
+    """``(?:A|B|...)`` right here (none may begin another: the regex tries them in order)."""
+    return ("oneof", tuple(t.encode() for t in texts))
+
+
 def opt(text: str, group: str, close: str) -> Step:
     """``(?:.*?TEXT(?P<group>[^CLOSE]*)CLOSE)?``: the first TEXT from here on, if any."""
     return ("opt", text.encode(), group, close.encode())

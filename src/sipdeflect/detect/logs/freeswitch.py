@@ -6,9 +6,25 @@ from __future__ import annotations
 import re
 
 from sipdeflect.detect.events import EventKind as K
-from sipdeflect.detect.logs.base import LogFormat, Rule
+from sipdeflect.detect.logs.base import LogFormat, Rule, Step, end, fld, lit
 
 _ADDR = r"(?P<addr>[0-9a-fA-F:.]+)"
+
+
+def _sofia(what: str) -> tuple[Step, ...]:
+    """The C scanner's template of a "SIP auth WHAT (...) on sofia profile" rule."""
+    return (
+        lit(f"SIP auth {what} ("),
+        fld("", "upper"),
+        lit(") on sofia profile '"),
+        fld("", "noquote0"),
+        lit("' for ["),
+        fld("account", "any"),
+        lit("] from ip ", "unique"),
+        fld("addr", "addr"),
+        end(),
+    )
+
 
 RULES = (
     # sofia_reg_parse_auth() looks the nonce up in its own table first (unknown or expired
@@ -23,6 +39,7 @@ RULES = (
         {"": (K.AUTH_FAILED_WITH_CREDENTIALS, True)},
         candidates=re.compile(r"\] from ip " + _ADDR),
         repeat="] from ip ",
+        fast=_sofia("failure"),
     ),
     Rule(
         "SIP auth challenge (",
@@ -33,6 +50,7 @@ RULES = (
         {"": (K.CHALLENGE_SENT, False)},
         candidates=re.compile(r"\] from ip " + _ADDR),
         repeat="] from ip ",
+        fast=_sofia("challenge"),
     ),
     Rule(
         "Can't find user [",
@@ -40,6 +58,13 @@ RULES = (
         {"": (K.UNKNOWN_ACCOUNT, False)},
         candidates=re.compile(r"\] from " + _ADDR),
         repeat="] from ",
+        fast=(
+            lit("Can't find user ["),
+            fld("account", "any"),
+            lit("] from ", "unique"),
+            fld("addr", "addr"),
+            end(),
+        ),
     ),
 )
 

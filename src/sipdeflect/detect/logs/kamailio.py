@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from sipdeflect.detect.events import EventKind as K
-from sipdeflect.detect.logs.base import LogFormat, Rule
+from sipdeflect.detect.logs.base import LogFormat, Rule, end, fld, lit, oneof
 
 _CRED = (K.AUTH_FAILED_WITH_CREDENTIALS, True)
 # Reasons the documented config sets in $var(why). wrong-password and unknown-user are
@@ -38,6 +38,22 @@ RULES = (
         REASONS,
         candidates=re.compile(r"sipdeflect: \S+ src=(?P<addr>[0-9a-fA-F:.\[\]]+)"),
         pick=0,
+        fast=(
+            lit("sipdeflect: "),
+            oneof("auth-failed", "rejected"),
+            lit(" src="),
+            fld("addr", "addrb"),
+            lit(" port="),
+            fld("port", "digits"),
+            lit(" proto="),
+            fld("proto", "word"),
+            lit(" reason="),
+            fld("reason", "nospace"),
+            lit(" user="),
+            fld("account", "any"),
+            lit(" ua="),
+            end(),
+        ),
     ),
 )
 
