@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
-import sys
-import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from sipdeflect.decoy import fastpath
 from sipdeflect.decoy.strategy import prepare
 from tests.decoy.helpers import CAPTURED, VECTORS, sip
 from tests.decoy.test_handle import _mutate
+from tests.sanitized import run_sanitized
 
 pytestmark = pytest.mark.skipif(
     not fastpath.ACCELERATED and not os.environ.get("SIPDEFLECT_REQUIRE_C"),
@@ -223,6 +221,7 @@ from sipdeflect.decoy import fastpath
 from sipdeflect.decoy.strategy import prepare
 from tests.decoy.helpers import CAPTURED, sip
 from tests.decoy.test_handle import _mutate
+from tests.sanitized import run_sanitized
 
 fastpath.configure(_cfast)
 rng = random.Random(3)
@@ -282,33 +281,7 @@ print(taken)
 def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
     """The C code reads attacker bytes: built with ASan and UBSan (abort on the first
     report), it runs a fuzzed corpus and must agree with Python and exit cleanly."""
-    libasan = subprocess.run(
-        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    if not libasan.startswith("/"):
-        pytest.skip("gcc's libasan is not installed (Debian: gcc)")
-    out = tmp_path / ("_cfast" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
-    argv = cbuild.command(out, ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"))
-    assert isinstance(argv, list), argv
-    subprocess.run(argv, check=True)
-    env = {
-        **os.environ,
-        "LD_PRELOAD": libasan,
-        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-        "PYTHONMALLOC": "malloc",  # objects on the malloc heap, where ASan sees overruns
-        "SIPDEFLECT_NO_C": "1",  # the sanitized build is the only C in that process
-    }
-    res = subprocess.run(
-        [sys.executable, "-c", ASAN_DRIVER, str(tmp_path), "30000"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-        timeout=600,
-    )
+    res = run_sanitized(tmp_path, cbuild.SOURCE, ASAN_DRIVER, "30000")
     assert res.returncode == 0, res.stderr[-3000:]
     assert int(res.stdout) > 1000  # the corpus reached build(), not only the deferrals
 

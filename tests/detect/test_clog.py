@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
-import sysconfig
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from sipdeflect.detect.logs import FORMATS, Context, LogFormat
 from sipdeflect.detect.logs.base import JSON_LINES, Rule, end, fld, lit
 from tests.detect.test_fail2ban_corpus import CORPUS
 from tests.lab_detect.kamcorpus import OUT as KAMAILIO_CORPUS
+from tests.sanitized import run_sanitized
 
 ROOT = Path(__file__).resolve().parents[2]
 AST = FORMATS["asterisk"]
@@ -572,35 +570,7 @@ print(n)
 def test_no_memory_error_under_address_sanitizer(tmp_path: Path) -> None:
     """Built with ASan and UBSan (abort on the first report), the scanner and the JSON
     writer run fuzzed lines and must agree with Python and exit cleanly."""
-    libasan = subprocess.run(
-        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    if not libasan.startswith("/"):
-        pytest.skip("gcc's libasan is not installed (Debian: gcc)")
-    source = cbuild.SOURCES[1]
-    out = tmp_path / ("_clog" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
-    flags = ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
-    argv = cbuild.command(out, flags, source)
-    assert isinstance(argv, list), argv
-    subprocess.run(argv, check=True)
-    env = {
-        **os.environ,
-        "LD_PRELOAD": libasan,
-        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
-        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
-        "PYTHONMALLOC": "malloc",  # objects on the malloc heap, where ASan sees overruns
-        "SIPDEFLECT_NO_C": "1",  # the sanitized build is the only C in that process
-    }
-    res = subprocess.run(
-        [sys.executable, "-c", ASAN_DRIVER, str(tmp_path), "20"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-        timeout=600,
-    )
+    res = run_sanitized(tmp_path, cbuild.SOURCES[1], ASAN_DRIVER, "20")
     assert res.returncode == 0, res.stderr[-3000:]
     assert int(res.stdout) > 1000
 

@@ -1,0 +1,53 @@
+"""Running a C accelerator built with ASan and UBSan: the module is compiled into a
+temporary folder and imported there by a driver script, in a child Python whose only C
+accelerator it is (SIPDEFLECT_NO_C), with the allocator on the malloc heap where ASan sees
+overruns. The first report aborts the child."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from sipdeflect import cbuild
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
+
+
+def run_sanitized(
+    tmp_path: Path, source: Path, driver: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Build ``source`` sanitized into tmp_path and run ``driver`` (python -c) with
+    tmp_path and ``args`` as its arguments; skips when gcc has no libasan."""
+    libasan = subprocess.run(
+        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not libasan.startswith("/"):
+        pytest.skip("gcc's libasan is not installed (Debian: gcc)")
+    out = tmp_path / (source.stem + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+    argv = cbuild.command(out, FLAGS, source)
+    assert isinstance(argv, list), argv
+    subprocess.run(argv, check=True)
+    env = {
+        **os.environ,
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")]),
+        "PYTHONMALLOC": "malloc",
+        "SIPDEFLECT_NO_C": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", driver, str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=600,
+    )
