@@ -42,6 +42,9 @@ def per_line(name: str, text: str, ctx: Context) -> list[tuple[int, object]]:
 def assert_scan_is_parse(name: str, text: str) -> None:
     want = per_line(name, text, fresh())
     assert list(FORMATS[name].scan(text, fresh())) == want
+    # and the C scanner, when built, on the same text as bytes
+    data = text.encode("utf-8", "surrogatepass")
+    assert list(FORMATS[name].scan_bytes(data, fresh())) == want
     # One Context per line: nothing cached from another line.
     lines = text.split("\n")
     alone = [(n, FORMATS[name].parse(lines[n - 1].rstrip("\r"), fresh())) for n, _ in want]
