@@ -6,16 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-CHUNK = 4 << 20
+CHUNK = 1 << 20  # (4 MiB cost ~6% more CPU in logscan: more events and output at once)
 
 
 def read_byte_chunks(
     path: Path, chunk: int = CHUNK, progress: Callable[[int], None] | None = None
 ) -> Iterator[memoryview]:
     """Whole-line chunks of a file (the last one may lack its final newline), as views into
-    one buffer that every read reuses: each view is valid until the next one is asked for
-    (copy what must outlive that). A fresh buffer per read, and slicing it, cost a third of
-    the reading in copies and page faults."""
+    one buffer that every read reuses: each view is released when the next one is asked
+    for (copy what must outlive that; a view kept longer raises instead of changing). A
+    fresh buffer per read, and slicing it, cost a third of the reading in copies and page
+    faults."""
     buf = bytearray(chunk)
     have = 0  # bytes carried over from the last read (a partial line), at the start of buf
     with path.open("rb", buffering=0) as fh:
@@ -35,7 +36,9 @@ def read_byte_chunks(
             if cut == 0:
                 have = end
                 continue
-            yield view[:cut]
+            out = view[:cut]
+            yield out
+            out.release()  # a view kept past its turn fails loudly instead of changing
             have = end - cut
             buf[:have] = buf[cut:end]  # the partial line to the front (same size: no resize)
     if have:

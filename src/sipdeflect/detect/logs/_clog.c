@@ -958,7 +958,18 @@ static int cmp_u64(const void *a, const void *b)
 
 static int is_clean(const char *p, Py_ssize_t n)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t i = 0;
+#ifdef __SSE2__
+    /* 16 at a time: a byte below 0x20 or above 0x7e is, as a signed byte, below 0x20
+     * (0x80-0xff are negative) or equal to 0x7f */
+    const __m128i low = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+    for (; i + 16 <= n; i += 16) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(p + i));
+        if (_mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(a, low), _mm_cmpeq_epi8(a, del))))
+            return 0;
+    }
+#endif
+    for (; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
         if (c < 0x20 || c > 0x7e)
             return 0;
