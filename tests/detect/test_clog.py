@@ -492,6 +492,18 @@ HOSTILE = [
 ]
 
 
+# UTC times are written in C, others by isoformat(): with and without microseconds, early
+# years, another zone
+TIMES = [
+    datetime(2024, 5, 1, tzinfo=UTC),
+    datetime(2024, 5, 1, 0, 0, 0, 1, tzinfo=UTC),
+    datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(9, 1, 2, 3, 4, 5, tzinfo=UTC),
+    datetime(2024, 5, 1, 12, tzinfo=timezone(timedelta(hours=2))),
+    datetime(2024, 5, 1, 12, 0, 0, 500, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+]
+
+
 def test_json_lines_in_c_equal_python_byte_for_byte() -> None:
     assert JSON_LINES is not None
     rnd = random.Random(5)
@@ -500,7 +512,7 @@ def test_json_lines_in_c_equal_python_byte_for_byte() -> None:
         (
             rnd.randrange(1, 10**9),
             Event(
-                datetime(2024, 5, 1, tzinfo=UTC) + timedelta(seconds=rnd.randrange(5000)),
+                rnd.choice(TIMES) + timedelta(seconds=rnd.randrange(5000)),
                 rnd.choice(list(EventKind)),
                 rnd.choice(addresses),  # type: ignore[arg-type]
                 rnd.choice([None, 1, 5060, 65535]),
