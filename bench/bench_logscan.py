@@ -6,7 +6,8 @@
 #   in-process     read + parse + the policy (no output), best of 3, as logscan does it
 #                  (the C scanner when built); also split into read + parse alone and the
 #                  policy alone (over the same events), and read + parse in Python alone
-#                  (LogFormat.scan, what runs without the C scanner)
+#                  (LogFormat.scan, what runs without the C scanner), and logscan's
+#                  JSON line formatting alone
 #   CLI --json     `sipdeflect logscan --json LOG` to a pipe, start-up included: one
 #                  JSON line per event on stdout, the flag table on stderr; start-up
 #                  alone is the same command on a one-line log; also the same command
@@ -34,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import save
+from sipdeflect.commands.logscan import _Lines
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.logs import FORMATS, Context
 from sipdeflect.detect.verdict import Verdicts
@@ -147,6 +149,16 @@ def parse_python(path: Path) -> float:
     return time.process_time() - t0
 
 
+def json_only(path: Path, events: list[Event]) -> float:
+    """logscan --json's line formatting alone (C when built), over the same events."""
+    block = _Lines().json_block(path)
+    items = list(enumerate(events, 1))
+    t0 = time.process_time()
+    for i in range(0, len(items), 4096):
+        block(items[i : i + 4096])
+    return time.process_time() - t0
+
+
 def policy_only(events: list[Event]) -> float:
     verdicts = Verdicts()
     feed = verdicts.feed
@@ -161,6 +173,7 @@ def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, o
     best, events = min(in_process(log) for _ in range(3))
     parse_s, evs = min((parse_only(log) for _ in range(3)), key=lambda r: r[0])
     policy_s = min(policy_only(evs) for _ in range(3))
+    json_s = min(json_only(log, evs) for _ in range(3))
     python_s = min(parse_python(log) for _ in range(3))
     fig: dict[str, object] = {
         "failure_share": attack,
@@ -170,6 +183,7 @@ def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, o
         "in_process_parse_only_lines_per_cpu_s": round(lines / parse_s),
         "in_process_parse_python_lines_per_cpu_s": round(lines / python_s),
         "policy_us_per_event": round(policy_s / max(len(evs), 1) * 1e6, 2),
+        "json_lines_us_per_event": round(json_s / max(len(evs), 1) * 1e6, 2),
     }
     exe = Path(sys.executable).parent / "sipdeflect"
     argv = [str(exe), "logscan", "--json", str(log)]
