@@ -69,6 +69,9 @@ def build_app(modules: Iterable[str] | None = None) -> typer.Typer:
         ),
         no_args_is_help=True,
         add_completion=False,
+        # Markdown joins a paragraph's lines (rich mode keeps every line break of the
+        # docstring, so help text broke mid-sentence on an 80-column terminal).
+        rich_markup_mode="markdown",
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )

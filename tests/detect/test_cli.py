@@ -181,3 +181,11 @@ def test_json_lines_are_byte_for_byte_json_dumps_of_the_contract(tmp_path: Path)
     )
     assert want.count("\n") > 20
     assert res.stdout == want
+
+
+def test_help_joins_a_paragraph_s_lines() -> None:
+    """Docstrings are wrapped at 90 columns in the source; help rewraps them to the
+    terminal instead of keeping each line break (which broke lines mid-sentence)."""
+    res = runner.invoke(app, ["logscan", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "Levels: watch (any evidence, including forgeable UDP), suspect" in res.output
