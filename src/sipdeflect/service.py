@@ -98,27 +98,26 @@ def follow_log(spec: LogSource) -> Callable[[Daemon], Awaitable[None]]:
     async def run(daemon: Daemon) -> None:
         follower = FileFollower(Path(spec.path))
         fmt: LogFormat | None = None if spec.format == "auto" else get_format(spec.format)
-        waiting: list[str] = []
+        waiting = b""
         try:
             while True:
-                lines = follower.poll()
-                if fmt is None and lines:
-                    waiting += lines
+                data = follower.poll_bytes()  # whole lines: "\n" ends a line, nothing else
+                if fmt is None and data:
+                    waiting += data
+                    head = b"\n".join(waiting.split(b"\n", SNIFF_LINES)[:SNIFF_LINES])
                     try:
-                        fmt = detect_format("\n".join(waiting[:SNIFF_LINES]))
+                        fmt = detect_format(head.decode("utf-8", "replace"))
                     except UnknownFormatError:
-                        if len(waiting) < SNIFF_LINES:
+                        if waiting.count(b"\n") < SNIFF_LINES:
                             await asyncio.sleep(POLL)
                             continue
                         raise
-                    lines, waiting = waiting, []
-                if fmt is not None and lines:
+                    data, waiting = waiting, b""
+                if fmt is not None and data:
                     now = dt.datetime.now(dt.UTC)
                     ctx = Context(year=now.year, default=now, now=now)
-                    for line in lines:
-                        ev = fmt.parse(line, ctx)
-                        if ev is not None:
-                            daemon.event(ev)
+                    for _, ev in fmt.scan_bytes(data, ctx):  # in C when built
+                        daemon.event(ev)
                 await asyncio.sleep(POLL)
         finally:
             follower.close()

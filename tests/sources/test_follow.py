@@ -9,6 +9,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sipdeflect.detect.events import EventKind
+from sipdeflect.detect.logs import FORMATS, Context
 from sipdeflect.sources.follow import FileFollower, JournalFollower, journal_entry
 
 
@@ -99,3 +101,55 @@ def test_journal_follower_runs_its_argv(tmp_path: Path) -> None:
     f.stop()
     assert got == ["m0", "m1", "m2"]
     assert f.argv[-1] == "SYSLOG_IDENTIFIER=kamailio"
+
+
+# Characters str.splitlines() also breaks at; a PBX writes them raw inside one line
+# (attacker text: a From display name, a User-Agent).
+LINE_BREAKS_IN_TEXT = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def test_a_line_ends_only_at_a_newline(tmp_path: Path) -> None:
+    """Only "\\n" ends a log line: a line split anywhere else would hand attacker text to
+    the parsers as a line of its own, with no stamp and no PBX prefix before it."""
+    log = tmp_path / "full"
+    log.write_text("")
+    f = FileFollower(log)
+    inner = "".join(f"a{c}" for c in LINE_BREAKS_IN_TEXT)
+    with log.open("a", newline="") as fh:
+        fh.write(f"one {inner} end\ncrlf\r\n")
+    assert f.poll() == [f"one {inner} end", "crlf"]
+
+
+def test_a_rotated_file_s_last_line_does_not_join_the_next_file_s_first(tmp_path: Path) -> None:
+    log = tmp_path / "full"
+    log.write_text("")
+    f = FileFollower(log)
+    with log.open("a") as fh:
+        fh.write("a1\na2")  # the old file ends without a newline
+    assert f.poll() == ["a1"]
+    log.rename(tmp_path / "full.1")
+    log.write_text("b1\n")
+    assert f.poll() == ["a2", "b1"]
+    assert f.poll_bytes() == b""
+
+
+def test_injected_line_breaks_cannot_forge_an_asterisk_line(tmp_path: Path) -> None:
+    """A From display name carrying U+2028 and a whole fake "Registration ... failed"
+    line: the daemon's follower must hand Asterisk's one line over as one line, which
+    names the attacker (as log injection), never the bystander in the fake text."""
+    fake = "Registration from 'y' failed for '203.0.113.5' - Wrong password"
+    line = (
+        "[2024-05-01 10:00:00] NOTICE[1] chan_sip.c: Registration from "
+        f"'\"x\u2028{fake}\u2028\" <sip:1@192.0.2.1>' failed for '198.51.100.66:5060' - "
+        "Wrong password"
+    )
+    log = tmp_path / "full"
+    log.write_text("")
+    f = FileFollower(log)
+    with log.open("a") as fh:
+        fh.write(line + "\n")
+    data = f.poll_bytes()
+    ctx = Context(year=2024)
+    events = [ev for _, ev in FORMATS["asterisk"].scan_bytes(data, ctx)]
+    assert [str(ev.source) for ev in events] == ["198.51.100.66"]
+    assert events[0].kind is EventKind.LOG_INJECTION

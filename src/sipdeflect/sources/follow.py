@@ -47,38 +47,51 @@ class FileFollower:
             self._fh = None
 
     def poll(self) -> list[str]:
-        """New complete lines since the last poll (at most max_read bytes' worth)."""
-        if self._fh is None and not self._open():
+        """New complete lines since the last poll (at most max_read bytes' worth), without
+        their "\n" (nor a CRLF's "\r"). Only "\n" ends a line: str.splitlines() would also
+        break at "\r", U+2028, U+0085 and others, which a PBX writes raw inside a line
+        when they come in attacker text, and hand the rest to the parsers as a line."""
+        data = self.poll_bytes()
+        if not data:
             return []
+        lines = data.decode("utf-8", "replace").split("\n")
+        lines.pop()  # (poll_bytes() ends with a newline)
+        return [ln.rstrip("\r") for ln in lines]
+
+    def poll_bytes(self) -> bytes:
+        """poll() as the raw bytes of those lines, each ending with "\n" (for
+        LogFormat.scan_bytes)."""
+        if self._fh is None and not self._open():
+            return b""
         assert self._fh is not None
-        lines = self._read(self._fh)
+        data = self._read(self._fh)
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return lines  # renamed away, the new one not created yet: keep the old fd
+            return data  # renamed away, the new one not created yet: keep the old fd
         if (st.st_dev, st.st_ino) != self._ino:
-            lines += self._read(self._fh, final=True)  # the rest of the rotated file
+            data += self._read(self._fh, final=True)  # the rest of the rotated file
             self._fh.close()
             self._fh = None
             self.rotations += 1
             if self._open():
                 assert self._fh is not None
-                lines += self._read(self._fh)
+                data += self._read(self._fh)
         elif st.st_size < self._fh.tell():
             self.truncations += 1  # copytruncate: the file was emptied under us
             self._fh.seek(0)
             self._carry = b""
-            lines += self._read(self._fh)
-        return lines
+            data += self._read(self._fh)
+        return data
 
-    def _read(self, fh: IO[bytes], *, final: bool = False) -> list[str]:
+    def _read(self, fh: IO[bytes], *, final: bool = False) -> bytes:
         data = self._carry + fh.read(self.max_read)
         cut = data.rfind(b"\n") + 1
         self._carry = b"" if final else data[cut:]
         done = data if final else data[:cut]
-        if not done:
-            return []
-        return done.decode("utf-8", "replace").splitlines()
+        if done and not done.endswith(b"\n"):
+            done += b"\n"  # a rotated file's last line: it must not join the next file's
+        return done
 
 
 JOURNAL_ARGV = ("journalctl", "--follow", "--output=json", "--lines=0", "--no-pager")
