@@ -20,17 +20,18 @@ FLAGS = ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
 
 
 def run_sanitized(
-    tmp_path: Path, source: Path, driver: str, *args: str
+    tmp_path: Path, source: Path, driver: str, *args: str, cflags: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """Build ``source`` sanitized into tmp_path and run ``driver`` (python -c) with
-    tmp_path and ``args`` as its arguments; skips when gcc has no libasan."""
+    """Build ``source`` sanitized (plus ``cflags``) into tmp_path and run ``driver``
+    (python -c) with tmp_path and ``args`` as its arguments; skips when gcc has no
+    libasan."""
     libasan = subprocess.run(
         ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=False
     ).stdout.strip()
     if not libasan.startswith("/"):
         pytest.skip("gcc's libasan is not installed (Debian: gcc)")
     out = tmp_path / (source.stem + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
-    argv = cbuild.command(out, FLAGS, source)
+    argv = cbuild.command(out, (*FLAGS, *cflags), source)
     assert isinstance(argv, list), argv
     subprocess.run(argv, check=True)
     env = {

@@ -23,7 +23,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __SSE2__
+/* SSE2 (every x86-64) for the whole-buffer passes and the line check; the scalar code
+ * runs elsewhere, and with -DCLOG_NO_SIMD, which the tests build too. */
+#if defined(__SSE2__) && !defined(CLOG_NO_SIMD)
+#define CLOG_SSE2 1
 #include <emmintrin.h>
 #endif
 
@@ -208,7 +211,7 @@ static Py_ssize_t locate(const char *p, Py_ssize_t n, Py_ssize_t from, const Ste
  * memmem() here, where ten such passes over a chunk were a tenth of logscan's time. */
 static const char *search(const char *p, Py_ssize_t n, const char *lit, Py_ssize_t len)
 {
-#ifdef __SSE2__
+#ifdef CLOG_SSE2
     if (len >= 2) {
         const __m128i first = _mm_set1_epi8(lit[0]), last = _mm_set1_epi8(lit[len - 1]);
         Py_ssize_t i = 0;
@@ -234,7 +237,7 @@ static const char *search(const char *p, Py_ssize_t n, const char *lit, Py_ssize
 static Py_ssize_t newlines(const char *p, Py_ssize_t n)
 {
     Py_ssize_t count = 0, i = 0;
-#ifdef __SSE2__
+#ifdef CLOG_SSE2
     /* per byte lane, up to 255 matches (each compare gives -1) before summing the lanes */
     const __m128i nl = _mm_set1_epi8('\n'), zero = _mm_setzero_si128();
     while (i + 16 <= n) {
@@ -960,7 +963,7 @@ static int cmp_u64(const void *a, const void *b)
 static int is_clean(const char *p, Py_ssize_t n)
 {
     Py_ssize_t i = 0;
-#ifdef __SSE2__
+#ifdef CLOG_SSE2
     /* 16 at a time: a byte below 0x20 or above 0x7e is, as a signed byte, below 0x20
      * (0x80-0xff are negative) or equal to 0x7f */
     const __m128i low = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
