@@ -101,7 +101,7 @@ def follow_log(spec: LogSource) -> Callable[[Daemon], Awaitable[None]]:
         waiting = b""
         try:
             while True:
-                data = follower.poll_bytes()  # whole lines: "\n" ends a line, nothing else
+                data = follower.poll()  # whole lines: "\n" ends a line, nothing else
                 if fmt is None and data:
                     waiting += data
                     head = b"\n".join(waiting.split(b"\n", SNIFF_LINES)[:SNIFF_LINES])

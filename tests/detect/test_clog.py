@@ -20,7 +20,7 @@ from sipdeflect import cbuild
 from sipdeflect.commands.logscan import _Lines
 from sipdeflect.detect.events import Event, EventKind, address
 from sipdeflect.detect.logs import FORMATS, Context, LogFormat
-from sipdeflect.detect.logs.base import JSON_LINES, Rule, end, fld, lit
+from sipdeflect.detect.logs.base import JSON_LINES, Rule, end, fld, lit, opt
 from tests.detect.test_fail2ban_corpus import CORPUS
 from tests.lab_detect.kamcorpus import OUT as KAMAILIO_CORPUS
 from tests.sanitized import run_sanitized
@@ -445,6 +445,14 @@ def test_a_template_that_does_not_stand_for_its_regex_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="unknown field class"):
         LogFormat("test", (bad_class,), sniff=re.compile("x"))
+    opt_after_field = Rule(
+        "x: ",
+        re.compile(r'x: (?P<addr>[0-9.]+)(?:.*?a="(?P<account>[^"]*)")?'),
+        {"": (EventKind.REJECTED, False)},
+        fast=(lit("x: "), fld("addr", "addr"), opt('a="', "account", '"')),
+    )
+    with pytest.raises(ValueError, match="follows a literal"):
+        LogFormat("test", (opt_after_field,), sniff=re.compile("x"))
 
 
 def test_a_unique_literal_is_unique_or_the_line_goes_back_to_python() -> None:

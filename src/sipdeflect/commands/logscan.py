@@ -102,7 +102,7 @@ class _Lines:
         """json() for a list of events at once: in C when the log accelerator is built
         (the same text, from the same caches)."""
         line = self.json(path)
-        head = f'{{"file": {json_str(str(path))}, "line": '
+        head = _json_head(path)
         iso, src = self._iso, self._src
 
         def block(items: list[tuple[int, Event]]) -> str:
@@ -136,7 +136,7 @@ class _Lines:
     def json(self, path: Path) -> Callable[[int, Event], str]:
         """The JSON line maker for one file: json.dumps({"file": path, "line": n,
         **ev.as_json()}) plus a newline, byte for byte."""
-        head = f'{{"file": {json_str(str(path))}, "line": '
+        head = _json_head(path)
         texts = self._texts
 
         def line(n: int, ev: Event) -> str:
@@ -164,6 +164,11 @@ class _Lines:
             )
 
         return line
+
+
+def _json_head(path: Path) -> str:
+    """What every JSON line of a file starts with (its line number follows)."""
+    return f'{{"file": {json_str(str(path))}, "line": '
 
 
 _KIND = {k: k.value for k in EventKind}  # (an f-string of a StrEnum runs Enum.__format__)

@@ -1,10 +1,10 @@
 # Following PBX logs as they grow. FileFollower polls (no inotify dependency): it reads
-# new complete lines, waits for a file that does not exist yet, notices rotation by rename
-# (the path now names another inode: the old file is read to its end first, then the new
-# one from its start) and copytruncate (the file got shorter than our offset: start
-# over). JournalFollower runs `journalctl -f -o json` (argv, no shell; the systemd Python
-# binding is not a dependency) and yields (time, message) from its JSON lines. Every read
-# is bounded in bytes; callers poll with their own clock.
+# new complete lines (raw bytes), waits for a file that does not exist yet, notices
+# rotation by rename (the path now names another inode: the old file is read to its end
+# first, then the new one from its start) and copytruncate (the file got shorter than our
+# offset: start over). JournalFollower runs `journalctl -f -o json` (argv, no shell; the
+# systemd Python binding is not a dependency) and yields (time, message) from its JSON
+# lines. Every read is bounded in bytes; callers poll with their own clock.
 from __future__ import annotations
 
 import contextlib
@@ -46,21 +46,11 @@ class FileFollower:
             self._fh.close()
             self._fh = None
 
-    def poll(self) -> list[str]:
-        """New complete lines since the last poll (at most max_read bytes' worth), without
-        their "\n" (nor a CRLF's "\r"). Only "\n" ends a line: str.splitlines() would also
-        break at "\r", U+2028, U+0085 and others, which a PBX writes raw inside a line
-        when they come in attacker text, and hand the rest to the parsers as a line."""
-        data = self.poll_bytes()
-        if not data:
-            return []
-        lines = data.decode("utf-8", "replace").split("\n")
-        lines.pop()  # (poll_bytes() ends with a newline)
-        return [ln.rstrip("\r") for ln in lines]
-
-    def poll_bytes(self) -> bytes:
-        """poll() as the raw bytes of those lines, each ending with "\n" (for
-        LogFormat.scan_bytes)."""
+    def poll(self) -> bytes:
+        """New complete lines since the last poll (at most max_read bytes' worth), as they
+        are in the file, each ending with "\n" (for LogFormat.scan_bytes). Only "\n" ends
+        a line: str.splitlines() would also break at "\r", U+2028, U+0085 and others,
+        which a PBX writes raw inside a line when they come in attacker text."""
         if self._fh is None and not self._open():
             return b""
         assert self._fh is not None

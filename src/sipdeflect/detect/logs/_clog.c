@@ -346,9 +346,8 @@ static int match(const Rule *r, const char *p, Py_ssize_t n, Match *m)
             c = q + s->litlen;
             break;
         }
-        case OP_OPT: { /* (?:.*?LIT(?P<group>[^CLOSE]*)CLOSE)? before the next literal */
-            if (cls != C_ANY || group >= 0)
-                return 0; /* (only after a literal: the skipped text is the regex's .*?) */
+        case OP_OPT: { /* (?:.*?LIT(?P<group>[^CLOSE]*)CLOSE)? before the next literal;
+                        * after a literal (base.py checks), so the skipped text is the .*? */
             const char *q = find(p + c, n - c, s->lit, s->litlen);
             if (q != NULL) {
                 Py_ssize_t v = q - p + s->litlen;

@@ -230,6 +230,8 @@ def _template_groups(rule: Rule) -> set[str]:
     for i, step in enumerate(rule.fast):
         if i == 0 and (step[0] != "lit" or step[2] == "last"):
             raise ValueError(f"{rule.marker!r}: a template starts with a first/unique literal")
+        if step[0] == "opt" and rule.fast[i - 1][0] != "lit":
+            raise ValueError(f"{rule.marker!r}: opt() skips a .*? gap: it follows a literal")
         if step[0] == "field" and step[1]:
             groups.add(str(step[1]))
         if step[0] == "field" and step[2] == "proto_hostport":
@@ -241,9 +243,8 @@ def _template_groups(rule: Rule) -> set[str]:
 
 def _scanner(fmt: LogFormat) -> Scanner | None:
     """The C scanner for a format (None without the accelerator): each rule's marker,
-    template and the tables its apply() reads."""
-    if _CLOG is None:
-        return None
+    template and the tables its apply() reads. Templates are checked against their
+    regexes either way."""
     rules = []
     for r in fmt.rules:
         regex_groups = set(r.regex.groupindex) & set(_GROUPS)
@@ -263,6 +264,8 @@ def _scanner(fmt: LogFormat) -> Scanner | None:
                 "proto" in regex_groups,
             )
         )
+    if _CLOG is None:
+        return None
     return _CLOG.Scanner(  # type: ignore[no-any-return]
         tuple((m.encode(), first) for m, first in fmt._first.items()),
         tuple(rules),
