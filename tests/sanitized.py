@@ -1,4 +1,5 @@
-"""Running a C accelerator built with ASan and UBSan: the module is compiled into a
+"""Running a C accelerator built with ASan and UBSan: the module is compiled (with the
+flags of pyproject.toml's ext-modules table, which the build backend uses) into a
 temporary folder and imported there by a driver script, in a child Python whose only C
 accelerator it is (SIPDEFLECT_NO_C), with the allocator on the malloc heap where ASan sees
 overruns. The first report aborts the child."""
@@ -9,14 +10,41 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from sipdeflect import cbuild
-
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ("-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all")
+SRC = ROOT / "src" / "sipdeflect"
+CFAST = SRC / "decoy" / "_cfast.c"
+CLOG = SRC / "detect" / "logs" / "_clog.c"
+
+
+def extensions() -> list[dict[str, object]]:
+    """pyproject.toml's [[tool.setuptools.ext-modules]]: what the build backend compiles."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    exts: list[dict[str, object]] = data["tool"]["setuptools"]["ext-modules"]
+    return exts
+
+
+def compile_argv(source: Path, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """gcc argv building ``source`` as the backend does (its table's flags) plus ``extra``."""
+    (ext,) = [e for e in extensions() if ROOT / str(e["sources"][0]) == source]  # type: ignore[index]
+    include = sysconfig.get_paths()["include"]
+    return [
+        os.environ.get("CC") or "gcc",
+        "-fPIC",
+        "-shared",
+        *ext["extra-compile-args"],  # type: ignore[misc]
+        *extra,
+        *ext["extra-link-args"],  # type: ignore[misc]
+        f"-I{include}",
+        str(source),
+        "-o",
+        str(out),
+    ]
 
 
 def run_sanitized(
@@ -31,9 +59,7 @@ def run_sanitized(
     if not libasan.startswith("/"):
         pytest.skip("gcc's libasan is not installed (Debian: gcc)")
     out = tmp_path / (source.stem + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
-    argv = cbuild.command(out, (*FLAGS, *cflags), source)
-    assert isinstance(argv, list), argv
-    subprocess.run(argv, check=True)
+    subprocess.run(compile_argv(source, out, (*FLAGS, *cflags)), check=True)
     env = {
         **os.environ,
         "LD_PRELOAD": libasan,

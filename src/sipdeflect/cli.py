@@ -41,7 +41,10 @@ COMMANDS: dict[str, str] = {
 
 def _version(value: bool) -> None:
     if value:
+        from sipdeflect import accel  # noqa: PLC0415 - imports the decoy and log scanner
+
         typer.echo(f"sipdeflect {sipdeflect.__version__}")
+        typer.echo(accel.summary())
         raise typer.Exit
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from sipdeflect import accel
 from sipdeflect.accounting import CounterDeltas, Diverted, Row
 from sipdeflect.config import Config
 from sipdeflect.control import ControlServer
@@ -414,6 +415,7 @@ class Daemon:
             "active": active,
             "counters": self.counters,
             "parts": self.supervisor.status(),
+            "accelerators": accel.loaded(),
         }
 
     async def _list(self, req: dict[str, Any]) -> dict[str, Any]:

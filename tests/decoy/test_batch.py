@@ -30,7 +30,7 @@ def _c_batch(sock: socket.socket, n: int) -> Any:
     if c is None:
         if os.environ.get("SIPDEFLECT_REQUIRE_C"):
             pytest.fail("SIPDEFLECT_REQUIRE_C is set but the C accelerator did not load")
-        pytest.skip("the decoy's C accelerator is not built (python -m sipdeflect.cbuild)")
+        pytest.skip("the decoy's C accelerator is not built (needs gcc, python3-dev)")
     return c.Batch(sock.fileno(), n, mmsg.decode_sockaddr, mmsg.decode_control)
 
 

@@ -16,20 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from sipdeflect import cbuild
 from sipdeflect.commands.logscan import _Lines
 from sipdeflect.detect.events import Event, EventKind, address
 from sipdeflect.detect.logs import FORMATS, Context, LogFormat
 from sipdeflect.detect.logs.base import JSON_LINES, Rule, end, fld, lit, opt
 from tests.detect.test_fail2ban_corpus import CORPUS
 from tests.lab_detect.kamcorpus import OUT as KAMAILIO_CORPUS
-from tests.sanitized import run_sanitized
+from tests.sanitized import CLOG, run_sanitized
 
 ROOT = Path(__file__).resolve().parents[2]
 AST = FORMATS["asterisk"]
 pytestmark = pytest.mark.skipif(
     not AST.accelerated and not os.environ.get("SIPDEFLECT_REQUIRE_C"),
-    reason="the log scanner's C accelerator is not built (python -m sipdeflect.cbuild)",
+    reason="the log scanner's C accelerator is not built (needs gcc, python3-dev)",
 )
 
 
@@ -592,14 +591,6 @@ def test_no_memory_error_under_address_sanitizer(tmp_path: Path, cflags: tuple[s
     """Built with ASan and UBSan (abort on the first report), the scanner and the JSON
     writer run fuzzed lines and must agree with Python and exit cleanly; once as built
     here (SSE2) and once with the scalar code other machines run."""
-    res = run_sanitized(tmp_path, cbuild.SOURCES[1], ASAN_DRIVER, "20", cflags=cflags)
+    res = run_sanitized(tmp_path, CLOG, ASAN_DRIVER, "20", cflags=cflags)
     assert res.returncode == 0, res.stderr[-3000:]
     assert int(res.stdout) > 1000
-
-
-def test_cbuild_builds_every_accelerator() -> None:
-    assert [s.name for s in cbuild.SOURCES] == ["_cfast.c", "_clog.c"]
-    for source in cbuild.SOURCES:
-        ok, msg = cbuild.build(source=source)  # idempotent: current, nothing rebuilt
-        assert ok, msg
-        assert cbuild.target(source).exists()

@@ -55,6 +55,9 @@ def status(
         parts.add_row(name, p["state"], str(p["restarts"]), escape(p["last_error"] or ""))
     if st["parts"]:
         con.print(parts)
+    accel = st.get("accelerators", {})  # absent from a daemon older than 0.1
+    if accel:
+        con.print("accelerators: " + ", ".join(f"{k} {v}" for k, v in accel.items()), markup=False)
 
 
 def show(

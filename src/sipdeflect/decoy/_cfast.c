@@ -11,8 +11,8 @@
  * to their Python twins when this is not built; tests/decoy/test_cfast.py and test_batch.py
  * hold the two equal (vectors, a fuzzed corpus, real sockets) and run this file under ASan
  * and UBSan. Attacker bytes: every index is bounded by the buffer's length; no fixed-size
- * buffer receives attacker data (answers are sized first, then written). Build: python -m
- * sipdeflect.cbuild (./dev setup runs it). */
+ * buffer receives attacker data (answers are sized first, then written). Built by the
+ * package's build backend (pyproject.toml's ext-modules), optional. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>

@@ -6,7 +6,7 @@
 # case. build() is sip.build_response over those values. tests/decoy/test_fastpath.py holds
 # both to the SIP core: for every vector and a fuzzed corpus, the fast answer is either
 # deferred or byte-identical to parse + build_response. The decoy reads requests as a View:
-# the C accelerator's (_cfast.c, built by `python -m sipdeflect.cbuild`) keeps offsets
+# the C accelerator's (_cfast.c, built with the package when a compiler is there) keeps offsets
 # into the datagram, computes strategy.prepare() and formats answers from the offsets, so a
 # unique datagram's ~9 us of scan + build becomes ~0.9 us; ViewPy is the same over scan_py /
 # build_py, which stay the reference that tests/decoy/test_cfast.py holds C to.

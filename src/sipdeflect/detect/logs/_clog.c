@@ -16,7 +16,7 @@
  * tests/detect/test_clog.py holds the two equal on the fail2ban and Kamailio corpora, the
  * benchmark's lines and fuzzed lines built to break templates, and runs it under ASan and
  * UBSan. Attacker bytes: every index stays within the line; nothing is copied into a
- * fixed-size buffer. Build: python -m sipdeflect.cbuild (./dev setup runs it). */
+ * fixed-size buffer. Built by the build backend (pyproject.toml's ext-modules), optional. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
