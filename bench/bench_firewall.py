@@ -11,6 +11,11 @@
 # poll do): over netlink (a GETSETELEM dump, the default) against `nft -j list set` +
 # parse_elements (the reference, only up to 200k: ~75 s for a million), split into the
 # dump (kernel + parse) and building the Listed rows; wall and CPU time of this process.
+# 4) Bite time of the command line, per backend (nftables, iptables): a scanner floods
+# from one fixed source port (a packet per ms) into a PBX namespace whose own ruleset
+# accepts `ct state established` first, the flow already answered; `sipdeflect deflect`
+# runs as a sysadmin runs it (a new process, inside the namespace); measured: from its
+# start to the first packet in the decoy socket, its exit, and its CPU time.
 from __future__ import annotations
 
 import argparse
@@ -20,6 +25,10 @@ import json
 import resource
 import select
 import socket
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +40,65 @@ from sipdeflect.firewall.plan import Plan, plan_block, plan_setup, plan_teardown
 from sipdeflect.lab.netns import hosts, link
 
 SETTINGS = FirewallSettings()
+CLI = str(Path(sys.executable).with_name("sipdeflect"))
+USER_RULESET = """table inet userfw {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    ct state established,related accept
+    udp dport { 5060, 5070 } accept
+  }
+}
+"""
+
+
+def bite(backend: str) -> dict[str, object]:
+    """One fresh lab: CLI deflect -> first packet in the decoy (see the top)."""
+    with hosts("pbx", "scan") as (pbx, scan), tempfile.TemporaryDirectory() as state:
+        link(pbx, ["192.0.2.1/24"], scan, ["192.0.2.10/24"])
+        pbx.run(["nft", "-f", "-"], input_=USER_RULESET)
+        setup = ["firewall", "setup", "--backend", backend, "--state-dir", state]
+        pbx.run(["ip", "netns", "exec", pbx.name, CLI, *setup])
+        sip, decoy = (pbx.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+        sip.bind(("192.0.2.1", 5060))
+        decoy.bind(("192.0.2.1", 5070))
+        tx = scan.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.bind(("192.0.2.10", 40000))
+        tx.sendto(b"REGISTER", ("192.0.2.1", 5060))
+        _, peer = sip.recvfrom(2048)
+        sip.sendto(b"SIP/2.0 401", peer)  # answered: the flow is established
+        tx.settimeout(5)
+        tx.recvfrom(2048)
+        stop = threading.Event()
+
+        def flood() -> None:  # bounded: at most 5,000 packets, stopped after the bite
+            for _ in range(5000):
+                if stop.is_set():
+                    return
+                tx.sendto(b"REGISTER", ("192.0.2.1", 5060))
+                time.sleep(0.001)
+
+        sender = threading.Thread(target=flood)
+        sender.start()
+        kids0 = cpu_s(resource.RUSAGE_CHILDREN)
+        argv = ["ip", "netns", "exec", pbx.name, CLI, "deflect", "192.0.2.10"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([*argv, "--backend", backend, "--state-dir", state],
+                                stdout=subprocess.DEVNULL)  # fmt: skip
+        ready, _, _ = select.select([decoy], [], [], 10)
+        t1 = time.perf_counter()
+        proc.wait(30)
+        t2 = time.perf_counter()
+        stop.set()
+        sender.join()
+        for s in (sip, decoy, tx):
+            s.close()
+        assert ready, f"{backend}: no packet reached the decoy within 10 s"
+        return {
+            "backend": backend,
+            "to_decoy_s": round(t1 - t0, 3),
+            "cli_exit_s": round(t2 - t0, 3),
+            "cli_cpu_s": round(cpu_s(resource.RUSAGE_CHILDREN) - kids0, 3),
+        }
 
 
 def slab_kib() -> int:
@@ -135,8 +203,12 @@ def main(argv: list[str]) -> int:
         default=200_000,
         help="time `nft -j list set` up to this many elements (~75 s for a million)",
     )
+    ap.add_argument("--parts", default="apply,bite", help="apply (1-3 above), bite (4)")
+    ap.add_argument("--bite-runs", type=int, default=5, help="fresh labs per backend")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--save-as", help="results name (default: firewall, or firewall-bite)")
     args = ap.parse_args(argv)
+    parts = args.parts.split(",")
     sizes = [int(x) for x in args.sizes.split(",")]
     routes = args.routes.split(",")
     figures: dict[str, object] = {
@@ -144,7 +216,24 @@ def main(argv: list[str]) -> int:
         "apply": [],
         "per_packet": [],
         "list": [],
+        "bite": [],
     }
+    if "bite" in parts:
+        for run in range(args.bite_runs):
+            for backend in ("nftables", "iptables"):
+                row = {"run": run, **bite(backend)}
+                figures["bite"].append(row)  # type: ignore[attr-defined]
+                print(json.dumps(row))
+    if "apply" in parts:
+        apply_part(args, sizes, routes, figures)
+    if not args.no_save:
+        save(args.save_as or ("firewall" if "apply" in parts else "firewall-bite"), figures)
+    return 0
+
+
+def apply_part(
+    args: argparse.Namespace, sizes: list[int], routes: list[str], figures: dict[str, object]
+) -> None:
     with hosts("pbx", "scan") as (pbx, scan):
         link(pbx, ["192.0.2.1/24"], scan, ["192.0.2.10/24"])
         runner = Runner(netns=pbx.name, timeout=600)
@@ -228,6 +317,3 @@ def main(argv: list[str]) -> int:
         be.apply(plan_teardown(SETTINGS))
         rx.close()
         tx.close()
-    if not args.no_save:
-        save("firewall", figures)
-    return 0
