@@ -29,14 +29,18 @@ def test_decoy_demo_runs_every_scanner_and_ends_with_the_table(netns_ok: None) -
         text=True,
         timeout=120,
         check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        env={"COLUMNS": "80", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
     assert res.returncode == 0, res.stderr
-    rows = {
-        line.split("│")[1].strip(): line.split("│")[2].strip()
-        for line in res.stdout.splitlines()
-        if line.startswith("│") and line.count("│") >= 5
-    }
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    head = lines.index(next(line for line in lines if line.startswith("tool ")))
+    rows = {}
+    for line in lines[head + 2 :]:
+        if not line.strip():
+            break
+        name, sent, _seconds = line.rsplit(None, 2)
+        rows[name.strip()] = sent
     assert set(rows) == {
         "svcrack",
         "svwar REGISTER",
@@ -90,18 +94,43 @@ def test_demo_runs_the_whole_lab_and_every_attacker_ends_blocked(netns_ok: None)
         text=True,
         timeout=240,
         check=False,
-        env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        env={"COLUMNS": "80", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    rows = {
-        cells[1]: cells[2:8]
-        for line in res.stdout.splitlines()
-        if line.startswith("│") and (cells := [c.strip() for c in line.split("│")])
-    }
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    head = lines.index(next(line for line in lines if line.startswith("attacker ")))
+    rows = {}
+    for line in lines[head + 2 :]:
+        if not line.strip():
+            break
+        name, to_pbx, *_when, to_decoy, now = line.split()
+        rows[name] = (to_pbx, to_decoy, now)
     assert set(rows) == {"svcrack", "svwar", "flooder"}
-    for name, (_, to_pbx, _, to_decoy, _, now) in rows.items():
+    for name, (to_pbx, to_decoy, now) in rows.items():
         assert int(to_pbx) <= 10, name
         assert int(to_decoy) >= 1, name
         assert now == "blocked", name
     assert "packets that reached any socket on the PBX host: 0" in res.stdout
     assert "Lab removed" in res.stdout
+
+
+def test_the_closing_tables_fit_80_columns_and_never_cut_an_address() -> None:
+    from sipdeflect.commands.demo import closing_lines
+    from sipdeflect.lab.pbxlab import Attack
+
+    long = "reported '1001 voip2' as a cracked password " * 4 + "\x1b[31m"
+    attacks = [
+        Attack("svcrack", "203.0.113.111", long, to_pbx=4, to_decoy=3,
+               first_packet=10.0, deflected_at=10.0109),
+        Attack("svwar", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "102 reqauth", to_pbx=6),
+    ]  # fmt: skip
+    lines = closing_lines(attacks, {"svcrack": "blocked", "svwar": "deflected"})
+    assert max(len(line) for line in lines) <= 80, lines
+    text = "\n".join(lines)
+    assert "203.0.113.111" in text
+    assert "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff" in text
+    assert "\x1b" not in text  # attacker-influenced text is escaped
+    row = next(line for line in lines if line.startswith("svcrack "))
+    assert row.split() == ["svcrack", "4", "11", "ms", "3", "blocked"]
+    assert "  svcrack from 203.0.113.111: reported '1001 voip2'" in text

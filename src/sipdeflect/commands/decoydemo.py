@@ -11,7 +11,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape as markup_escape
-from rich.table import Table
 
 from sipdeflect.decoy.events import DecoyEvent, escape
 from sipdeflect.lab.decoylab import (
@@ -23,6 +22,7 @@ from sipdeflect.lab.decoylab import (
     decoy_lab,
     dictionary,
 )
+from sipdeflect.render import escape_line, paragraph, text_table
 
 STEPS: tuple[tuple[str, str, list[str]], ...] = (
     (
@@ -47,6 +47,29 @@ STEPS: tuple[tuple[str, str, list[str]], ...] = (
     ),
     ("svmap", "SIP device sweep (OPTIONS)", ["-x", ATTACKER, PBX]),
 )
+
+
+SUMMARY_HEADER = ("tool", "requests to decoy", "seconds")
+
+
+def closing_lines(results: list[ToolRun], width: int = 80) -> list[str]:
+    """The closing table for an 80-column terminal or a log: requests counted by nftables,
+    then each tool's conclusion as a wrapped line of its own."""
+    names = []
+    for r in results:
+        mode = next((a for i, a in enumerate(r.argv) if i and r.argv[i - 1] == "-m"), "")
+        names.append(f"{r.tool} {mode}".strip())
+    rows = [[n, str(r.sent), f"{r.seconds:.2f}"] for n, r in zip(names, results, strict=True)]
+    lines = [
+        "What each scanner did against the decoy (requests counted by nftables):",
+        "",
+        *text_table(SUMMARY_HEADER, rows, right=(1, 2)),
+        "",
+        "What each tool concluded:",
+    ]
+    for n, r in zip(names, results, strict=True):
+        lines += paragraph(n, escape_line(r.conclusion), width)
+    return lines
 
 
 def run(con: Console) -> None:
@@ -81,16 +104,9 @@ def run(con: Console) -> None:
         time.sleep(0.2)
         con.print(f"    [bold]flooder concluded:[/] {markup_escape(results[-1].conclusion)}")
         summary = lab.running.decoy.totals()
-    table = Table(title="What each scanner did against the decoy")
-    table.add_column("tool")
-    table.add_column("requests to decoy\n(nftables counter)", justify="right")
-    table.add_column("what the tool concluded")
-    table.add_column("seconds", justify="right")
-    for r in results:
-        mode = next((a for i, a in enumerate(r.argv) if i and r.argv[i - 1] == "-m"), "")
-        table.add_row(f"{r.tool} {mode}".strip(), str(r.sent), r.conclusion, f"{r.seconds:.2f}")
     con.print()
-    con.print(table)
+    for line in closing_lines(results, min(con.width, 100)):
+        con.print(line, markup=False, soft_wrap=True)
     con.print(
         f"Decoy: {summary.messages} messages, answers {dict(summary.answers)}; "
         f"none of it true of any PBX. Lab removed; {time.monotonic() - started:.1f} s in all."

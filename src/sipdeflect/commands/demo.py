@@ -18,7 +18,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape as markup_escape
-from rich.table import Table
 
 from sipdeflect.commands import decoydemo
 from sipdeflect.control import ControlError
@@ -37,7 +36,7 @@ from sipdeflect.lab.pbxlab import (
     forged_burst,
     pbx_lab,
 )
-from sipdeflect.render import escape
+from sipdeflect.render import escape, escape_line, paragraph, text_table
 
 NAMES = {v: k for k, v in ATTACKERS.items()}
 
@@ -62,9 +61,34 @@ def _narrate(lab: PbxLab, con: Console, stop: threading.Event) -> None:
             )
 
 
-def _row(a: Attack, state: str) -> list[str]:
-    when = "-" if a.to_deflect is None else f"{a.to_deflect * 1000:.0f} ms"
-    return [a.name, a.source, str(a.to_pbx), when, str(a.to_decoy), a.conclusion, state]
+SUMMARY_HEADER = ("attacker", "packets to PBX", "deflected after", "to decoy", "now")
+
+
+def closing_lines(attacks: list[Attack], states: dict[str, str], width: int = 80) -> list[str]:
+    """The closing table, readable on an 80-column terminal and in a log: short columns
+    (packets counted by nftables, the time from the first packet, seen by a packet socket,
+    to sipdeflect's decision), then each attacker's address (an IPv6 one is 39 columns)
+    and what the tool concluded, as a wrapped line of its own."""
+    rows = [
+        [
+            a.name,
+            str(a.to_pbx),
+            "-" if a.to_deflect is None else f"{a.to_deflect * 1000:.0f} ms",
+            str(a.to_decoy),
+            states[a.name],
+        ]
+        for a in attacks
+    ]
+    lines = [
+        "What happened (counted by nftables and a packet socket, not by sipdeflect):",
+        "",
+        *text_table(SUMMARY_HEADER, rows, right=(1, 2, 3)),
+        "",
+        "What each tool concluded:",
+    ]
+    for a in attacks:
+        lines += paragraph(f"{a.name} from {a.source}", escape_line(a.conclusion), width)
+    return lines
 
 
 def run_lab(con: Console) -> int:
@@ -136,21 +160,9 @@ def run_lab(con: Console) -> int:
         stop.set()
         ok = len(lab.customer.results) - lab.customer.failures
         total = len(lab.customer.results)
-    table = Table(title="What happened (counted by nftables and a packet socket, not sipdeflect)")
-    for col, just in (
-        ("attacker", "left"),
-        ("address", "left"),
-        ("packets to\nthe PBX", "right"),
-        ("first packet\nto deflect", "right"),
-        ("packets to\nthe decoy", "right"),
-        ("what the tool concluded", "left"),
-        ("now", "left"),
-    ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for a in attacks:
-        table.add_row(*_row(a, states[a.name]))
     con.print()
-    con.print(table)
+    for line in closing_lines(attacks, states, min(con.width, 100)):
+        con.print(line, markup=False, soft_wrap=True)
     con.print(
         f"Customer: {ok} of {total} registrations succeeded; forged packets left it "
         f"{cust_state}. Nothing any tool reported is true of the PBX (svcrack's 'password' "

@@ -44,7 +44,6 @@ def _doomed_addresses(targets: Iterable[Network], present: set[str]) -> set[str]
     return doomed
 
 
-
 def flush_flows(targets: Iterable[Network], netns: str | None = None) -> int:
     """Delete conntrack entries to or from any target; returns how many were deleted."""
     try:
