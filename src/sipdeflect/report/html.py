@@ -168,7 +168,8 @@ def write_report(m: Model, out: Path, title: str = "sipdeflect report") -> Path:
         for name, data in images.items()
     )
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1250px}}img{{max-width:100%;
 display:block;margin:1em 0}}table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px
 solid #ccc;padding:4px 6px;vertical-align:top}}th{{background:#f3f3f3}}</style></head>
