@@ -127,6 +127,7 @@ def test_the_wheel_holds_the_package_and_its_data_not_the_c_sources(with_c: Inst
         "sipdeflect/detect/fingerprints.toml",
         "sipdeflect/lab/data/register-auth.xml",
         "sipdeflect/decoy/_cfast.pyi",
+        "sipdeflect/data/sipdeflect.service",
     ):
         assert needed in names
     built = [n for n in names if n.endswith(".so")]
@@ -145,6 +146,22 @@ def test_installed_with_a_compiler_the_accelerators_load(with_c: Install) -> Non
         env=_env(),
     )
     assert not where.strip().startswith(str(ROOT)), where  # the install, not the checkout
+
+
+def test_the_install_carries_its_unit_and_a_config_that_checks(
+    with_c: Install, tmp_path: Path
+) -> None:
+    """What the README's "Install on a PBX" does with no checkout: the unit and the example
+    configuration come from the installed package."""
+    unit = _run([str(with_c.sipdeflect), "config", "unit"], cwd=tmp_path, env=_env())
+    assert unit == (ROOT / "etc" / "sipdeflect.service").read_text()
+    assert (
+        "ExecStart=/usr/local/bin/sipdeflect run --config /etc/sipdeflect/sipdeflect.toml" in unit
+    )
+    conf = tmp_path / "sipdeflect.toml"
+    conf.write_text(_run([str(with_c.sipdeflect), "config", "example"], cwd=tmp_path, env=_env()))
+    ok = _run([str(with_c.sipdeflect), "config", "check", str(conf)], cwd=tmp_path, env=_env())
+    assert ok.strip() == f"{conf}: ok"
 
 
 def test_without_a_compiler_the_build_warns_and_python_runs(without_c: Install) -> None:

@@ -1,9 +1,11 @@
-# `sipdeflect config check|example`: validate a configuration before any daemon touches the
-# firewall, and print the documented defaults.
+# `sipdeflect config check|example|unit`: validate a configuration before any daemon touches
+# the firewall, print the documented defaults, and print the systemd unit the package ships
+# (so an install from a wheel needs no checkout).
 from __future__ import annotations
 
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 
 import typer
@@ -40,6 +42,15 @@ def check(
 def example() -> None:
     """Print the default configuration as commented TOML (a starting point for your file)."""
     typer.echo(cfg.example(), nl=False)
+
+
+@app.command("unit")
+def unit() -> None:
+    """Print the systemd unit (ExecStart=/usr/local/bin/sipdeflect; only CAP_NET_ADMIN,
+    CAP_NET_RAW and CAP_DAC_READ_SEARCH). Install it with:
+    `sipdeflect config unit > /etc/systemd/system/sipdeflect.service`."""
+    text = resources.files("sipdeflect").joinpath("data/sipdeflect.service").read_text()
+    typer.echo(text, nl=False)
 
 
 def register(root: typer.Typer) -> None:
