@@ -29,3 +29,7 @@ class FirewallError(SipDeflectError):
 
 class UsageError(SipDeflectError):
     """The user asked for something that cannot be done (bad address, allowlisted target...)."""
+
+
+class StoreError(SipDeflectError):
+    """The state store cannot be used (e.g. written by a newer sipdeflect)."""

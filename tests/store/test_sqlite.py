@@ -174,3 +174,20 @@ def test_events_have_a_global_cap_and_are_written_in_batches(tmp_path: Path) -> 
     assert store.flush_events() == 100
     assert len(store.events()) == 100
     assert store.record_event(T0 + 60, "203.0.113.66", "flood", "next minute")
+
+
+def test_a_store_from_a_newer_sipdeflect_is_refused_not_written(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sipdeflect.errors import StoreError
+    from sipdeflect.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+    path = tmp_path / "state.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(int(SCHEMA_VERSION) + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer sipdeflect"):
+        SqliteStore(path)
+    SqliteStore(tmp_path / "other.db").close()  # a fresh one is fine

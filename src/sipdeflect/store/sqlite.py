@@ -17,6 +17,7 @@ from typing import Protocol
 
 from sipdeflect.decisions import Action, Decision, Level, Network
 from sipdeflect.engine import Source, State
+from sipdeflect.errors import StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,6 +92,15 @@ class SqliteStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        (found,) = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if not str(found).isdigit() or int(found) > int(SCHEMA_VERSION):
+            # A downgrade must not write rows a newer schema reads differently.
+            self.db.close()
+            raise StoreError(
+                f"{path} was written by a newer sipdeflect (store schema {found}, this one "
+                f"knows up to {SCHEMA_VERSION}): upgrade sipdeflect, or restore the backup "
+                "taken before the upgrade"
+            )
         self.events_per_minute = events_per_minute
         self.events_cap = events_cap  # events kept per minute over all sources
         self._sampled: dict[tuple[str, int], int] = {}
