@@ -9,6 +9,11 @@
 # Decisions. Transitions live in one table and thresholds in Policy. Allowlisted and own
 # addresses are never acted on. Memory is bounded: beyond max_sources the least recently
 # seen watched/released records are forgotten (deflected/blocked ones never are).
+# Time costs what is due, not what is known: each source has one live entry in a deadline
+# heap (the earliest moment its state could change with no new input); tick() pops only
+# what is due and checks it against the current state, re-arming it when a later packet
+# moved its deadline (a scanner still sending in the decoy). Superseded entries are
+# skipped by a per-source arm number and the heap is rebuilt when they pile up.
 from __future__ import annotations
 
 import heapq
@@ -20,6 +25,8 @@ from enum import StrEnum
 
 from sipdeflect.decisions import Action, Address, Decision, Level, Network, single
 from sipdeflect.errors import UsageError
+
+RECHECK = 0.25  # seconds: how soon a due probe that cannot be decided yet is looked at again
 
 
 class State(StrEnum):
@@ -99,6 +106,7 @@ class Source:
     closed_at: float | None = None  # first decoy answer (in this state) meant to end its scan
     probed_at: float | None = None  # last probe started
     after_close: int = 0  # decoy packets since closed_at
+    armed: int = field(default=0, compare=False)  # the live deadline entry's number
 
     def note(self, reason: str) -> None:
         if not self.reasons or self.reasons[-1] != reason:
@@ -118,6 +126,9 @@ class Engine:
         self.own: set[Address] = set(own)
         self.sources: dict[Address, Source] = {}
         self.manual: dict[Network, Decision] = {}  # operator decisions on prefixes/addresses
+        # (when, arm number, address): each source's next possible change (module comment)
+        self._due: list[tuple[float, int, Address]] = []
+        self._arms = 0
 
     # -- protection ----------------------------------------------------------------------
     def protected(self, address: Address) -> str | None:
@@ -149,6 +160,7 @@ class Engine:
         if src is None:
             src = Source(address, State.WATCHED, level, now, now, now)
             self.sources[address] = src
+            self._arm(src)
             self._bound()
         src.last_seen = now
         src.level = max(src.level, level)
@@ -166,6 +178,7 @@ class Engine:
         if src is None:
             src = Source(address, State.WATCHED, Level.WATCH, now, now, now)
             self.sources[address] = src
+            self._arm(src)
             self._bound()
         src.last_seen = now
         if src.probed_at is not None and now - src.probed_at < self.policy.probe_every:
@@ -186,45 +199,93 @@ class Engine:
                 src.closed_at = now  # the first one: whatever it sends after that counts
 
     def tick(self, now: float) -> list[Decision]:
-        """Time-driven transitions: quiet or overstaying scanners get blocked, blocks lapse."""
+        """Time-driven transitions: quiet or overstaying scanners get blocked, blocks lapse.
+        Costs the entries due by ``now`` (see the module comment), not one per source."""
         out: list[Decision] = []
-        p = self.policy
-        forget: list[Address] = []
-        for src in list(self.sources.values()):
-            if src.state is State.DEFLECTED:
-                heard = src.last_decoy if src.last_decoy is not None else src.since
-                if now - heard >= p.quiet_after:
-                    out += self._fire(src, Trigger.QUIET, now, "went quiet in the decoy")
-                elif now - src.since >= p.max_deflect:
-                    out += self._fire(src, Trigger.DEFLECT_TIMEOUT, now, "kept sending")
-            elif src.state is State.PROBING:
-                last, closed = src.last_decoy, src.closed_at
-                if (
-                    last is not None
-                    and closed is not None
-                    and last - closed <= p.probe_grace
-                    and src.after_close <= p.probe_after
-                    and now - last >= p.probe_quiet
-                ):
-                    why = "quit on the decoy's answer: it was listening, so it is the sender"
-                    out += self._fire(src, Trigger.QUIT, now, why)
-                elif now - src.since >= p.probe_for:
-                    why = "no sign it received the decoy's answer: left alone"
-                    out += self._fire(src, Trigger.PROBE_TIMEOUT, now, why)
-            elif src.state is State.BLOCKED and src.until is not None and now >= src.until:
-                out += self._fire(src, Trigger.EXPIRED, now, "block expired")
-            elif (
-                src.state in (State.RELEASED, State.WATCHED)
-                and now - src.last_seen >= p.forget_after
-            ):
-                forget.append(src.address)
-        for addr in forget:
-            del self.sources[addr]
+        due = self._due
+        while due and due[0][0] <= now:
+            _, arm, addr = heapq.heappop(due)
+            src = self.sources.get(addr)
+            if src is not None and src.armed == arm:
+                out += self._check(src, now)
         for net, dec in list(self.manual.items()):
             if dec.until is not None and now >= dec.until:
                 del self.manual[net]
                 out.append(Decision(net, Action.RELEASE, None, dec.origin, "expired", now))
         return out
+
+    def _check(self, src: Source, now: float) -> list[Decision]:
+        """The transition ``src`` is due for at ``now``, or re-arm it for later."""
+        p = self.policy
+        if src.state is State.DEFLECTED:
+            heard = src.last_decoy if src.last_decoy is not None else src.since
+            if now - heard >= p.quiet_after:
+                return self._fire(src, Trigger.QUIET, now, "went quiet in the decoy")
+            if now - src.since >= p.max_deflect:
+                return self._fire(src, Trigger.DEFLECT_TIMEOUT, now, "kept sending")
+        elif src.state is State.PROBING:
+            last, closed = src.last_decoy, src.closed_at
+            if (
+                last is not None
+                and closed is not None
+                and last - closed <= p.probe_grace
+                and src.after_close <= p.probe_after
+                and now - last >= p.probe_quiet
+            ):
+                why = "quit on the decoy's answer: it was listening, so it is the sender"
+                return self._fire(src, Trigger.QUIT, now, why)
+            if now - src.since >= p.probe_for:
+                why = "no sign it received the decoy's answer: left alone"
+                return self._fire(src, Trigger.PROBE_TIMEOUT, now, why)
+        elif src.state is State.BLOCKED:
+            if src.until is not None and now >= src.until:
+                return self._fire(src, Trigger.EXPIRED, now, "block expired")
+        elif now - src.last_seen >= p.forget_after:  # watched or released
+            del self.sources[src.address]
+            return []
+        self._arm(src, now)
+        return []
+
+    def _next(self, src: Source, now: float) -> float | None:
+        """The earliest moment ``src`` could change state with no input but time."""
+        p = self.policy
+        if src.state is State.DEFLECTED:
+            heard = src.last_decoy if src.last_decoy is not None else src.since
+            return min(heard + p.quiet_after, src.since + p.max_deflect)
+        if src.state is State.PROBING:
+            # A quit needs probe_quiet of silence after the last decoy packet (or after now,
+            # when none came yet); a later packet only moves that later.
+            last = src.last_decoy if src.last_decoy is not None else max(now, src.since)
+            return min(last + p.probe_quiet, src.since + p.probe_for)
+        if src.state is State.BLOCKED:
+            return src.until
+        return src.last_seen + p.forget_after
+
+    def _arm(self, src: Source, now: float | None = None) -> None:
+        """(Re-)arm ``src`` at its next deadline; ``now`` when re-arming from tick()."""
+        when = self._next(src, src.since if now is None else now)
+        if when is None:
+            return
+        if now is not None and when <= now:
+            # A probe whose quit is not possible yet (no closing answer seen) but may be
+            # later: look again shortly, as the per-second scan did. Always progress.
+            when = now + RECHECK
+        self._arms += 1
+        src.armed = self._arms
+        heapq.heappush(self._due, (when, self._arms, src.address))
+        if len(self._due) > 2 * len(self.sources) + 1024:
+            self._rearm_all()
+
+    def _rearm_all(self) -> None:
+        """Drop superseded entries: one live entry per source, rebuilt in O(n)."""
+        self._due = []
+        for src in self.sources.values():
+            when = self._next(src, src.since)
+            if when is not None:
+                self._arms += 1
+                src.armed = self._arms
+                self._due.append((when, self._arms, src.address))
+        heapq.heapify(self._due)
 
     def manual_decision(
         self,
@@ -261,6 +322,7 @@ class Engine:
             for addr, src in self.sources.items():
                 if addr.version == target.version and addr in target:
                     src.state, src.since, src.until = State.RELEASED, now, None
+                    self._arm(src)
         else:
             self.manual[target] = dec
         return out
@@ -286,6 +348,7 @@ class Engine:
         else:
             src.until = None
         src.note(reason)
+        self._arm(src)
         return [
             Decision(single(src.address), action, src.until, "engine", f"{trigger}: {reason}", now)
         ]
@@ -305,6 +368,7 @@ class Engine:
         for src in sources:
             if not self.protected(src.address):
                 self.sources[src.address] = src
+        self._rearm_all()
         for dec in manual:
             if dec.action is Action.ALLOW:
                 if dec.target not in self.allow:
