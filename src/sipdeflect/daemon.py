@@ -382,7 +382,14 @@ class Daemon:
         self.engine.policy = self.config.policy.to_policy()
         self.verdicts.retune(self.config.detect.to_verdict_policy())
         manual_allow = [d.target for d in self.engine.manual.values() if d.action is Action.ALLOW]
+        before = set(self.engine.allow)
         self.engine.allow = [*self.config.allow.networks(), *manual_allow]
+        if set(self.engine.allow) != before and not self.dry_run:
+            # The kernel's allow set follows (restore() put the old list there). A full
+            # reconcile lists the kernel's sets, so only when the allowlist changed.
+            self._fw.submit(self.enforcer.reconcile, list(self.engine.active())).add_done_callback(
+                self._fw_done
+            )
         log.info("configuration reloaded")
 
     async def _ticker(self) -> None:
