@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from sipdeflect.decisions import Level, parse_target
+from sipdeflect.detect.swarm import SwarmPolicy
 from sipdeflect.detect.verdict import Policy as VerdictPolicy
 from sipdeflect.duration import format_duration, parse_duration
 from sipdeflect.engine import Policy
@@ -101,8 +102,31 @@ class Detect(_Section):
         "against it is ignored this long",
     )
 
+    account_sources: int = Field(
+        10,
+        ge=2,
+        description="distributed brute force: distinct addresses failing a login (after the "
+        "PBX's challenge) on one account within swarm_window put it under attack; then a "
+        "failure there from an address that never logged in is deflected at once, and a "
+        "request for it is probed",
+    )
+    prefix_sources: int = Field(
+        10,
+        ge=0,
+        description="the same per /24 (IPv4) or /48 (IPv6) of the failing addresses (0 = off)",
+    )
+    swarm_window: Duration = Field(
+        600.0, description="window of the two counts above; an attack lasts this long after"
+    )
+
     def to_verdict_policy(self) -> VerdictPolicy:
-        return VerdictPolicy(probe_at=self.probe_at, trust_for=self.trust_for)
+        swarm = SwarmPolicy(
+            account_sources=self.account_sources,
+            prefix_sources=self.prefix_sources,
+            window=self.swarm_window,
+            login_for=self.trust_for,
+        )
+        return VerdictPolicy(probe_at=self.probe_at, trust_for=self.trust_for, swarm=swarm)
 
 
 class PolicySection(_Section):

@@ -26,7 +26,7 @@ from sipdeflect.decoy.strategy import CLOSING
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.verdict import Verdicts
 from sipdeflect.duration import parse_duration
-from sipdeflect.engine import Engine, Source, State, address
+from sipdeflect.engine import Engine, Source, address
 from sipdeflect.errors import SipDeflectError, UsageError
 from sipdeflect.firewall.model import Listed
 from sipdeflect.metrics import Metrics
@@ -261,6 +261,9 @@ class Daemon:
                 log.info("pruned %d rows older than the retention", removed)
         out = self.engine.tick(now)
         self._apply(out)
+        accounts, prefixes = self.verdicts.swarm.counts(now)
+        self.metrics.under_attack.labels("account").set(accounts)
+        self.metrics.under_attack.labels("prefix").set(prefixes)
         return out
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -310,11 +313,8 @@ class Daemon:
         self._fw.submit(lambda: None).result()
 
     def _refresh_gauges(self) -> None:
-        counts = dict.fromkeys(("deflect", "block", "allow"), 0)
-        for d in self.engine.active():
-            counts[d.action.value] = counts.get(d.action.value, 0) + 1
-        for name, n in counts.items():
-            self.metrics.active.labels(name).set(n)
+        for action, n in self.engine.counts().items():  # kept by the engine: no walk
+            self.metrics.active.labels(action.value).set(n)
 
     def _report(self, name: str, message: str) -> None:
         log.warning("source %s %s", name, message)
@@ -409,17 +409,18 @@ class Daemon:
 
     async def _status(self, req: dict[str, Any]) -> dict[str, Any]:
         now = self.clock()
-        states: dict[str, int] = {s.value: 0 for s in State}
-        for src in self.engine.sources.values():
-            states[src.state.value] += 1
-        active: dict[str, int] = {a.value: 0 for a in (Action.DEFLECT, Action.BLOCK, Action.ALLOW)}
-        for d in self.engine.active():
-            active[d.action.value] += 1
+        states = {s.value: n for s, n in self.engine.states.items()}
+        active = {a.value: n for a, n in self.engine.counts().items()}
+        attacked = [
+            {"kind": u.kind, "key": u.key, "sources": u.sources, "until": round(u.until, 1)}
+            for u in self.verdicts.swarm.under_attack(now)
+        ]
         return {
             "uptime": round(now - self.started, 1),
             "dry_run": self.dry_run,
             "sources": states,
             "active": active,
+            "under_attack": attacked[:50],
             "counters": self.counters,
             "parts": self.supervisor.status(),
             "accelerators": accel.loaded(),

@@ -129,6 +129,7 @@ class Engine:
         # (when, arm number, address): each source's next possible change (module comment)
         self._due: list[tuple[float, int, Address]] = []
         self._arms = 0
+        self.states: dict[State, int] = dict.fromkeys(State, 0)  # sources in each state
 
     # -- protection ----------------------------------------------------------------------
     def protected(self, address: Address) -> str | None:
@@ -160,6 +161,7 @@ class Engine:
         if src is None:
             src = Source(address, State.WATCHED, level, now, now, now)
             self.sources[address] = src
+            self.states[State.WATCHED] += 1
             self._arm(src)
             self._bound()
         src.last_seen = now
@@ -178,6 +180,7 @@ class Engine:
         if src is None:
             src = Source(address, State.WATCHED, Level.WATCH, now, now, now)
             self.sources[address] = src
+            self.states[State.WATCHED] += 1
             self._arm(src)
             self._bound()
         src.last_seen = now
@@ -241,7 +244,7 @@ class Engine:
             if src.until is not None and now >= src.until:
                 return self._fire(src, Trigger.EXPIRED, now, "block expired")
         elif now - src.last_seen >= p.forget_after:  # watched or released
-            del self.sources[src.address]
+            self._forget(src)
             return []
         self._arm(src, now)
         return []
@@ -315,13 +318,14 @@ class Engine:
                         out.append(
                             Decision(single(addr), Action.RELEASE, None, origin, "allowlisted", now)
                         )
-                    del self.sources[addr]
+                    self._forget(src)
         elif action is Action.RELEASE:
             self.manual.pop(target, None)
             self.allow = [n for n in self.allow if n != target]
             for addr, src in self.sources.items():
                 if addr.version == target.version and addr in target:
-                    src.state, src.since, src.until = State.RELEASED, now, None
+                    self._move(src, State.RELEASED)
+                    src.since, src.until = now, None
                     self._arm(src)
         else:
             self.manual[target] = dec
@@ -333,7 +337,8 @@ class Engine:
         if step is None:
             return []  # e.g. already deflected or blocked: nothing new to do
         state, action = step
-        src.state, src.since, src.last_decoy, src.closed_at = state, now, None, None
+        self._move(src, state)
+        src.since, src.last_decoy, src.closed_at = now, None, None
         src.after_close = 0
         if trigger is Trigger.PROBE:
             src.probed_at = now
@@ -353,6 +358,15 @@ class Engine:
             Decision(single(src.address), action, src.until, "engine", f"{trigger}: {reason}", now)
         ]
 
+    def _move(self, src: Source, state: State) -> None:
+        self.states[src.state] -= 1
+        self.states[state] += 1
+        src.state = state
+
+    def _forget(self, src: Source) -> None:
+        del self.sources[src.address]
+        self.states[src.state] -= 1
+
     def _bound(self) -> None:
         excess = len(self.sources) - self.policy.max_sources
         if excess <= 0:
@@ -361,13 +375,17 @@ class Engine:
         idle = (s for s in self.sources.values() if s.state in (State.WATCHED, State.RELEASED))
         n = excess + self.policy.max_sources // 10
         for src in heapq.nsmallest(n, idle, key=lambda s: s.last_seen):
-            del self.sources[src.address]
+            self._forget(src)
 
     def restore(self, sources: Iterable[Source], manual: Iterable[Decision]) -> None:
         """Rebuild state from the store (after a restart)."""
         for src in sources:
             if not self.protected(src.address):
+                old = self.sources.get(src.address)
+                if old is not None:
+                    self._forget(old)
                 self.sources[src.address] = src
+                self.states[src.state] += 1
         self._rearm_all()
         for dec in manual:
             if dec.action is Action.ALLOW:
@@ -377,6 +395,16 @@ class Engine:
                 self.manual[dec.target] = dec
 
     # -- views -----------------------------------------------------------------------------
+    def counts(self) -> dict[Action, int]:
+        """What active() would yield, by action, without walking the sources."""
+        out = dict.fromkeys((Action.DEFLECT, Action.BLOCK, Action.ALLOW), 0)
+        out[Action.BLOCK] = self.states[State.BLOCKED]
+        out[Action.DEFLECT] = self.states[State.DEFLECTED] + self.states[State.PROBING]
+        for dec in self.manual.values():
+            out[dec.action] = out.get(dec.action, 0) + 1
+        out[Action.ALLOW] += len(self.allow)
+        return out
+
     def active(self) -> Iterator[Decision]:
         """Every decision currently in force (what the firewall should hold)."""
         for src in self.sources.values():

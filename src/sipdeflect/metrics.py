@@ -42,6 +42,12 @@ class Metrics:
             "bytes dropped by the block set (firewall counters)",
             registry=r,
         )
+        self.under_attack = Gauge(
+            "sipdeflect_under_attack",
+            "accounts and prefixes under distributed brute force (many failing addresses)",
+            ["kind"],
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

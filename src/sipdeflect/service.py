@@ -128,7 +128,11 @@ def follow_log(spec: LogSource) -> Callable[[Daemon], Awaitable[None]]:
 def follow_wire(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:
     async def run(daemon: Daemon) -> None:
         loop = asyncio.get_running_loop()
-        detector = WireDetector(default_fingerprints(), WirePolicy(ports=frozenset(cfg.sip.ports)))
+        detector = WireDetector(
+            default_fingerprints(),
+            WirePolicy(ports=frozenset(cfg.sip.ports)),
+            hot=daemon.verdicts.swarm.hot,
+        )
         detector.tally = Tally()
         sock = open_capture(None, list(cfg.sip.ports))
         stop = threading.Event()

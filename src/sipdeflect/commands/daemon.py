@@ -55,6 +55,12 @@ def status(
         parts.add_row(name, p["state"], str(p["restarts"]), escape(p["last_error"] or ""))
     if st["parts"]:
         con.print(parts)
+    attacked = st.get("under_attack", [])
+    if attacked:
+        hot = Table("under distributed attack", "failing addresses", "until", box=None)
+        for u in attacked:
+            hot.add_row(f"{u['kind']} {escape(u['key'])}", f"{u['sources']}+", _when(u["until"]))
+        con.print(hot)
     accel = st.get("accelerators", {})  # absent from a daemon older than 0.1
     if accel:
         con.print("accelerators: " + ", ".join(f"{k} {v}" for k, v in accel.items()), markup=False)

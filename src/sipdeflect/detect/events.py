@@ -39,6 +39,9 @@ class EventKind(StrEnum):
     # Credentials that answered our challenge were accepted (2xx): a customer, proven to
     # be at this address. Not evidence against anyone: forgeable evidence is then ignored.
     AUTH_SUCCEEDED = "auth_succeeded"
+    # A request for an account under distributed attack (swarm.py) from a source the wire
+    # detector saw: forgeable, so it can only ask for a probe.
+    ATTACKED_ACCOUNT = "attacked_account"
 
 
 class Event(NamedTuple):

@@ -11,9 +11,12 @@
 # answer (engine.py). A source whose credentials the PBX accepted (AUTH_SUCCEEDED) is a
 # customer: for `trust_for` its UNPROVEN evidence is ignored, so nobody can get a phone
 # that logs in probed or flagged by forging packets from its address.
+# Distributed brute force (swarm.py): a verified failed login on an account or prefix that
+# many addresses are failing on flags its source at once, unless it ever logged in.
 # Memory: a capped table of sources (watch-level ones are forgotten first).
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,8 +24,11 @@ from enum import StrEnum
 
 from sipdeflect.decisions import Level
 from sipdeflect.detect.events import Address, Event, EventKind
+from sipdeflect.detect.swarm import Swarm, SwarmPolicy
 
 _SUCCEEDED = EventKind.AUTH_SUCCEEDED
+_CRED = EventKind.AUTH_FAILED_WITH_CREDENTIALS
+_ATTACKED = EventKind.ATTACKED_ACCOUNT
 # What feed() needs to know about one (kind, verified): (class index, weight, timestamps
 # kept, level cap, unproven); see Verdicts.retune().
 _Info = tuple[int, int, int, Level, bool]
@@ -45,6 +51,7 @@ _ABUSE = (
     EventKind.ENUMERATION,
     EventKind.SCANNER_USER_AGENT,
     EventKind.CHALLENGES_IGNORED,
+    EventKind.ATTACKED_ACCOUNT,
 )
 # (kind, verified) -> evidence class. Kinds absent here (challenge_sent, request_seen) are
 # context for detectors, not evidence against a source.
@@ -65,6 +72,9 @@ WEIGHTS: dict[EventKind, int] = {
     EventKind.ENUMERATION: 2,
     EventKind.CHALLENGES_IGNORED: 2,
     EventKind.REQUEST_FLOOD: 4,
+    # One request for an account under distributed attack is enough for a probe (the
+    # default probe_at): the bot's credentialed attempt then meets the decoy, not the PBX.
+    EventKind.ATTACKED_ACCOUNT: 4,
 }
 
 
@@ -109,6 +119,7 @@ class Policy:
     probe_at: int = 4
     probe_window: float = 60.0
     trust_for: float = 86_400.0  # a login accepted by the PBX shields a source this long
+    swarm: SwarmPolicy = field(default_factory=SwarmPolicy)  # distributed brute force
 
     def keep(self) -> dict[Evidence, int]:
         """How many timestamps per evidence class the rules (and the probe) can need."""
@@ -173,6 +184,7 @@ class Summary:
 
 class Verdicts:
     def __init__(self, policy: Policy | None = None) -> None:
+        self.swarm = Swarm()
         self.retune(policy or Policy())
         self._state: dict[Address, _State] = {}
         self.forgotten = 0
@@ -182,6 +194,8 @@ class Verdicts:
     def retune(self, policy: Policy) -> None:
         """Use ``policy`` from now on (SIGHUP); what each source did so far is kept."""
         self.policy = policy
+        # "Never logged in" means what the customer's shield means: within trust_for.
+        self.swarm.retune(dataclasses.replace(policy.swarm, login_for=policy.trust_for))
         keep = policy.keep()
         # The highest level a rule that counts each evidence class can give: more of that
         # class cannot lift a source already there (only other rules could, unchanged).
@@ -230,6 +244,11 @@ class Verdicts:
         else:
             now = self._last_ts = when.timestamp()
             self._last_time = when
+        swarm: str | None = None
+        if kind is _CRED and ev.verified:
+            swarm = self.swarm.failed(ev.account, ev.source, now)
+        elif kind is _ATTACKED and self.swarm.known(ev.source, now):
+            return None  # it logged in before: a request for its own account, likely
         st = self._state.get(ev.source)
         if st is None:
             st = self._add(ev.source, now)
@@ -259,9 +278,14 @@ class Verdicts:
             while ts and ts[0] <= horizon:
                 del ts[0]
         level, reason = self._level(st)
+        if swarm is not None and level < Level.ATTACKER:
+            level, reason = Level.ATTACKER, swarm
         if level > st.level:
             st.level, st.since, st.reason = level, now, reason
-            return Flag(ev.source, level, now, reason, ev)
+            # A request for an account under distributed attack asks for its probe at
+            # once: the bot's next packet (its credentials) must meet the decoy.
+            if not (kind is _ATTACKED and probing and level <= Level.WATCH):
+                return Flag(ev.source, level, now, reason, ev)
         if probing and now - st.probed >= p.probe_window:
             recent = sum(1 for t in times if t > now - p.probe_window)
             if recent >= p.probe_at:
@@ -277,6 +301,7 @@ class Verdicts:
 
     def _trust(self, ev: Event) -> None:
         now = ev.time.timestamp()
+        self.swarm.logged_in(ev.source, now)
         st = self._state.get(ev.source)
         if st is None:
             st = self._add(ev.source, now)

@@ -6,6 +6,8 @@
 # verified.
 # Everything else (rate, enumeration, scanner User-Agent, 404s, challenges ignored) is
 # verified only over TCP. A 2xx to such credentials is AUTH_SUCCEEDED (a proven customer).
+# A request for an account under distributed attack (the verdict's swarm table, shared as
+# `hot`) is ATTACKED_ACCOUNT, once per source and bucket: one dict lookup per request.
 #
 # Memory bound: three dicts capped by count (sources, challenges, pending credentialed
 # requests), each an LRU (dict order = recency; touch = pop + re-insert; evict = the first
@@ -61,6 +63,7 @@ class _Src:
         "accounts",
         "bucket_start",
         "count",
+        "hot_done",
         "methods",
         "ua_done",
         "unanswered",
@@ -74,6 +77,7 @@ class _Src:
         self.accounts: set[str] | None = None  # every distinct one, from the second on
         self.ua_done = False
         self.unanswered = 0  # challenges sent to it this bucket, not answered with credentials
+        self.hot_done = False  # an ATTACKED_ACCOUNT event was given this bucket
 
     def distinct(self, account: str, cap: int) -> int:
         """Record an account; how many distinct ones so far (0: nothing new)."""
@@ -102,9 +106,16 @@ def _addr(packed: bytes) -> Address:
 
 
 class WireDetector:
-    def __init__(self, fingerprints: Fingerprints, policy: WirePolicy | None = None) -> None:
+    def __init__(
+        self,
+        fingerprints: Fingerprints,
+        policy: WirePolicy | None = None,
+        hot: dict[str, float] | None = None,
+    ) -> None:
         self.policy = policy or WirePolicy()
         self.fingerprints = fingerprints
+        # account -> under distributed attack until (epoch), kept by detect.swarm.Swarm
+        self.hot: dict[str, float] = {} if hot is None else hot
         self.sources: dict[bytes, _Src] = {}
         # nonce -> (address, when) it was sent to; None once the PBX sent the same nonce
         # to a second address (time-based nonces repeat within a second, so an attacker who
@@ -173,6 +184,7 @@ class WireDetector:
         if now - st.bucket_start >= p.bucket:
             st.bucket_start, st.count, st.unanswered = now, 0, 0
             st.methods = [0, 0, 0, 0]
+            st.hot_done = False
         st.count += 1
         st.methods[_METHODS.get(msg.method, 3)] += 1
         if st.count == p.flood_requests:
@@ -189,6 +201,10 @@ class WireDetector:
                 )
             )
         account = _target(msg)
+        if account is not None and not st.hot_done and self.hot.get(account, 0.0) > now:
+            st.hot_done = True
+            why = f"{msg.method} for {account!r}, an account under distributed attack"
+            out.append(self._event(EventKind.ATTACKED_ACCOUNT, src, sport, account, now, tcp, why))
         distinct = 0 if account is None else st.distinct(account, p.max_accounts)
         if distinct and distinct % p.enumeration_step == 0:
             out.append(
