@@ -107,6 +107,12 @@ def test_the_heap_decides_what_the_full_scan_decides(ops: list[tuple[str, int, i
         assert {a: s.state for a, s in new.sources.items()} == {
             a: s.state for a, s in old.sources.items()
         }
+        # The kept counts (the gauges' source) equal a walk of what is in force.
+        walked = dict.fromkeys((Action.DEFLECT, Action.BLOCK, Action.ALLOW), 0)
+        for d in new.active():
+            walked[d.action] += 1
+        assert new.counts() == walked
+        assert sum(new.states.values()) == len(new.sources)
     for _ in range(400):  # and everything left runs out the same way
         now += 1.0
         assert same(new.tick(now), old.tick(now))
