@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from sipdeflect.control import DEFAULT_SOCKET
 from sipdeflect.decisions import Level, parse_target
 from sipdeflect.detect.swarm import SwarmPolicy
 from sipdeflect.detect.verdict import Policy as VerdictPolicy
@@ -206,9 +207,7 @@ class Store(_Section):
 
 
 class Control(_Section):
-    socket: str = Field(
-        "/run/sipdeflect/control.sock", description="unix socket for the CLI (root only)"
-    )
+    socket: str = Field(DEFAULT_SOCKET, description="unix socket for the CLI (root only)")
 
 
 class Metrics(_Section):

@@ -19,6 +19,7 @@ from sipdeflect.errors import SipDeflectError
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 Streamer = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 MAX_LINE = 64 * 1024
+DEFAULT_SOCKET = "/run/sipdeflect/control.sock"  # [control] socket's default
 
 
 class ControlError(SipDeflectError):

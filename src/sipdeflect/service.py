@@ -19,6 +19,7 @@ from sipdeflect.detect.events import Event
 from sipdeflect.detect.logs import Context, LogFormat, UnknownFormatError, detect_format, get_format
 from sipdeflect.detect.wire import WireDetector, WirePolicy
 from sipdeflect.enforce import FirewallEnforcer
+from sipdeflect.firewall import state as fstate
 from sipdeflect.firewall.backend import Runner, get_backend, own_addresses
 from sipdeflect.firewall.model import FirewallSettings
 from sipdeflect.firewall.plan import plan_setup
@@ -45,6 +46,11 @@ def build(cfg: Config, *, dry_run: bool = False) -> Daemon:
     own = [n.network_address for n in own_addresses(Runner())] if cfg.allow.own_addresses else []
     if not dry_run:
         backend.apply(plan_setup(settings))
+        # What `firewall setup` remembers, next to the store: `sipdeflect list`, `firewall
+        # show` and `firewall teardown` then work on the daemon's table as on their own.
+        fstate.save(
+            Path(cfg.store.path).parent, fstate.FirewallState(cfg.firewall.backend, settings)
+        )
     daemon = Daemon(
         cfg, FirewallEnforcer(backend), SqliteStore(cfg.store.path), own=own, dry_run=dry_run
     )

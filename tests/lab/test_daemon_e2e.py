@@ -9,6 +9,7 @@ first-packet times, the tools' own output, sipp's exit status.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -141,6 +142,22 @@ def test_every_attack_is_deflected_quits_and_is_blocked_and_the_customer_never_f
         assert [h["action"] for h in lab.show(BYSTANDER)["history"]] == ["deflect", "release"]
         assert lab.state(CUSTOMER) in {"unknown", "watched"}, lab.show(CUSTOMER)
         assert lab.show(CUSTOMER)["history"] == []
+
+        # The operator's `sipdeflect block` goes to the running daemon (stored, kept across
+        # its restarts), and `sipdeflect list` reads the daemon's table: the CLI as a
+        # sysadmin runs it on that host (inside the PBX namespace, no --netns).
+        sock = str(tmp_path / "run" / "ctl.sock")
+        cli = [sys.executable, "-m", "sipdeflect"]
+        said = lab.pbx.run([*cli, "block", "203.0.113.250", "--for", "1h", "--socket", sock])
+        assert "(by the daemon)" in said.stdout, said.stdout
+        assert lab.element_count("block4", "203.0.113.250") == 1
+        assert [h["origin"] for h in lab.show("203.0.113.250")["history"]] == ["cli"]
+        listed = lab.pbx.run([*cli, "list", "--json", "--state-dir", str(tmp_path)]).stdout
+        assert {"set": "block", "target": "203.0.113.250"}.items() <= next(
+            r for r in json.loads(listed) if r["target"] == "203.0.113.250"
+        ).items()
+        lab.pbx.run([*cli, "release", "203.0.113.250", "--socket", sock])
+        assert lab.element_count("block4", "203.0.113.250") == 0
 
         lab.customer.stop()
         results = lab.customer.results

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sipdeflect.control import DEFAULT_SOCKET, ControlClient, ControlError
 from sipdeflect.errors import SipDeflectError, UsageError
 from sipdeflect.firewall import plan as planner
 from sipdeflect.firewall import state as fstate
@@ -47,6 +48,34 @@ StateDirOpt = typer.Option(
     help="Where setup remembers its settings [default: /var/lib/sipdeflect].",
 )
 NetnsOpt = typer.Option(None, "--netns", help="Act inside this network namespace (labs and tests).")
+SocketOpt = typer.Option(
+    DEFAULT_SOCKET,
+    "--socket",
+    help="Control socket of a running daemon: when it answers, the decision goes to the "
+    "daemon (stored, enforced, kept across its restarts) instead of straight to the kernel.",
+)
+
+
+def _daemon(path: str, netns: str | None) -> ControlClient | None:
+    """The running daemon's control client, or None (none runs: act on the kernel)."""
+    client = ControlClient(path)
+    if netns is not None or not client.available():
+        return None
+    try:
+        client.call("status")
+    except ControlError:
+        return None  # a socket left by a daemon that is gone
+    return client
+
+
+def _ask_daemon(
+    client: ControlClient, action: str, targets: list[Network], duration: str | None
+) -> None:
+    for t in targets:
+        got = client.call(action, target=str(t), duration=duration or "")
+        for d in got["decisions"]:
+            until = "" if d["until"] is None else f" until {d['until']:.0f}"
+            typer.echo(f"{d['action']}: {d['target']}{until} (by the daemon)")
 
 
 def _one_line(fn: Callable[P, None]) -> Callable[P, None]:
@@ -91,9 +120,14 @@ def _enforce(
     backend: str | None,
     sd: Path | None,
     netns: str | None,
+    socket: str = DEFAULT_SOCKET,
 ) -> None:
     targets = _targets(addrs)
     timeout = parse_duration(duration)
+    client = _daemon(socket, netns)
+    if client is not None:
+        _ask_daemon(client, str(kind), targets, duration)
+        return
     be, st = _context(backend, sd, netns)
     allow = [x.target for x in be.list([SetName.ALLOW])]
     own = own_addresses(Runner(netns=netns or (st.netns if st else None)))
@@ -166,10 +200,17 @@ def register(app: typer.Typer) -> None:
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
         netns: str | None = NetnsOpt,
+        socket: str = SocketOpt,
     ) -> None:
         """Drop everything from these sources until the timeout lapses."""
         _enforce(
-            SetName.BLOCK, addrs=addrs, duration=for_, backend=backend, sd=state_dir, netns=netns
+            SetName.BLOCK,
+            addrs=addrs,
+            duration=for_,
+            backend=backend,
+            sd=state_dir,
+            netns=netns,
+            socket=socket,
         )
 
     @app.command("deflect")
@@ -180,10 +221,17 @@ def register(app: typer.Typer) -> None:
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
         netns: str | None = NetnsOpt,
+        socket: str = SocketOpt,
     ) -> None:
         """Send these sources' packets for the SIP ports to the decoy port."""
         _enforce(
-            SetName.DEFLECT, addrs=addrs, duration=for_, backend=backend, sd=state_dir, netns=netns
+            SetName.DEFLECT,
+            addrs=addrs,
+            duration=for_,
+            backend=backend,
+            sd=state_dir,
+            netns=netns,
+            socket=socket,
         )
 
     @app.command("allow")
@@ -194,10 +242,15 @@ def register(app: typer.Typer) -> None:
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
         netns: str | None = NetnsOpt,
+        socket: str = SocketOpt,
     ) -> None:
         """Never deflect or block these sources (removes them from block and deflect)."""
         targets = _targets(addrs)
         timeout = parse_duration(for_) if for_ else None
+        client = _daemon(socket, netns)
+        if client is not None:
+            _ask_daemon(client, "allow", targets, for_)
+            return
         be, _ = _context(backend, state_dir, netns)
         be.apply(planner.plan_allow(targets, timeout))
         for t in targets:
@@ -210,9 +263,14 @@ def register(app: typer.Typer) -> None:
         backend: str | None = BackendOpt,
         state_dir: Path | None = StateDirOpt,
         netns: str | None = NetnsOpt,
+        socket: str = SocketOpt,
     ) -> None:
         """Take these sources out of every set."""
         targets = _targets(addrs)
+        client = _daemon(socket, netns)
+        if client is not None:
+            _ask_daemon(client, "release", targets, None)
+            return
         be, _ = _context(backend, state_dir, netns)
         be.apply(planner.plan_release(targets))
         for t in targets:
