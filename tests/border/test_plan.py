@@ -191,3 +191,21 @@ def test_exabgp_text() -> None:
     assert "family { ipv4 unicast; ipv4 flow; }" in conf
     assert "run /bin/cat /run/x/commands;" in conf
     assert "peer-as 64513;" in conf
+
+
+def test_only_the_sessions_ip_version_is_announced() -> None:
+    policy = BorderPolicy(evidence=frozenset({Evidence.MANUAL}), versions=frozenset({4}))
+    v6 = Decision(net("2001:db8::66/128"), Action.BLOCK, None, "cli", "operator", NOW)
+    assert "no IPv6" in (refusal(v6.target, policy) or "")
+    assert qualify(v6, policy, NOW) is None
+
+
+def test_tick_is_idle_until_the_earliest_block_is_due() -> None:
+    b = Border(BorderPolicy())
+    b.update([block("203.0.113.66/32", Trigger.QUIET, until=NOW + 10)], NOW)
+    b.update([block("203.0.113.67/32", Trigger.QUIET, until=NOW + 20)], NOW)
+    assert not b.tick(NOW + 9)
+    assert b.tick(NOW + 10).withdraw == (net("203.0.113.66/32"),)
+    assert not b.tick(NOW + 15)
+    assert b.tick(NOW + 25).withdraw == (net("203.0.113.67/32"),)
+    assert not b.candidates

@@ -4,6 +4,7 @@
 # rebuilt from the store's truth, never from memory of what the old one was told.
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ def policy_of(cfg: Config, own: Iterable[Address]) -> BorderPolicy:
         widest_v6=b.widest_v6,
         allow=tuple(cfg.allow.networks()),
         own=tuple(single(a) for a in own),
+        versions=frozenset({ipaddress.ip_address(b.peer).version}),
     )
 
 

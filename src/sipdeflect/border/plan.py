@@ -6,6 +6,7 @@
 # speaker, socket or clock here: `now` is a parameter, so every rule is unit tested.
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -40,6 +41,7 @@ class BorderPolicy:
     widest_v6: int = 128
     allow: tuple[Network, ...] = ()
     own: tuple[Network, ...] = ()
+    versions: frozenset[int] = frozenset({4, 6})  # IP versions the session carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ def evidence_of(d: Decision) -> Evidence | None:
 def refusal(target: Network, policy: BorderPolicy) -> str | None:
     """Why ``target`` may never be announced (None: it may). The same refusals as the
     firewall's plan (firewall.plan.check_enforceable), plus the border's own width."""
+    if target.version not in policy.versions:
+        return f"{target}: the BGP session carries no IPv{target.version} routes"
     widest = policy.widest_v4 if target.version == 4 else policy.widest_v6
     if target.prefixlen < widest:
         return f"{target} is wider than /{widest}"
@@ -102,31 +106,42 @@ class Border:
     policy: BorderPolicy
     candidates: dict[Network, Entry] = field(default_factory=dict)
     announced: dict[Network, Entry] = field(default_factory=dict)
+    _next_expiry: float = float("inf")  # earliest candidate `until`: tick()'s fast path
+    _dirty: bool = False
 
     def update(self, decisions: Sequence[Decision], now: float) -> Changes:
         """Decisions just taken (later ones about a target win) -> what to tell the speaker."""
         for d in decisions:
             entry = qualify(d, self.policy, now)
             if entry is None:
-                self.candidates.pop(d.target, None)  # released, deflected, allowed...
+                if self.candidates.pop(d.target, None) is not None:  # released, deflected...
+                    self._dirty = True
             else:
                 self.candidates[d.target] = entry
+                self._dirty = True
+                if entry.until is not None:
+                    self._next_expiry = min(self._next_expiry, entry.until)
         return self._converge(now)
 
     def reset(self, active: Iterable[Decision], now: float) -> Changes:
         """A fresh speaker (start, restart): announce exactly what is in force."""
         self.announced = {}
         self.candidates = {}
+        self._next_expiry = float("inf")
+        self._dirty = True
         return self.update(list(active), now)
 
     def retune(self, policy: BorderPolicy, active: Iterable[Decision], now: float) -> Changes:
         """New policy (reload): re-judge everything in force against it."""
         self.policy = policy
         self.candidates = {}
+        self._next_expiry = float("inf")
+        self._dirty = True
         return self.update(list(active), now)
 
     def tick(self, now: float) -> Changes:
-        """Drop candidates whose block ran out even if no release came (belt and braces)."""
+        """Drop candidates whose block ran out even if no release came (belt and braces).
+        Once a second from the daemon: nothing is scanned until the earliest one is due."""
         return self._converge(now)
 
     def waiting(self) -> int:
@@ -134,8 +149,16 @@ class Border:
         return len(self.candidates) - len(self.announced)
 
     def _converge(self, now: float) -> Changes:
-        for t in [t for t, e in self.candidates.items() if e.until is not None and e.until <= now]:
-            del self.candidates[t]
+        if now >= self._next_expiry:
+            cands = self.candidates
+            for t in [t for t, e in cands.items() if e.until is not None and e.until <= now]:
+                del cands[t]
+            untils = [e.until for e in cands.values() if e.until is not None]
+            self._next_expiry = min(untils, default=float("inf"))
+            self._dirty = True
+        if not self._dirty:
+            return Changes()
+        self._dirty = False
         want = desired(self.candidates, self.announced, self.policy.max_prefixes)
         changes = diff(want, self.announced)
         self.announced = want
@@ -149,8 +172,10 @@ def desired(
     is reached), then the oldest blocks."""
     if len(candidates) <= limit:
         return dict(candidates)
-    ranked = sorted(candidates.values(), key=lambda e: (e.target not in announced, e.since))
-    return {e.target: e for e in ranked[:limit]}
+    ranked = heapq.nsmallest(
+        limit, candidates.values(), key=lambda e: (e.target not in announced, e.since)
+    )
+    return {e.target: e for e in ranked}
 
 
 def diff(want: dict[Network, Entry], have: dict[Network, Entry]) -> Changes:
