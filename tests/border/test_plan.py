@@ -209,3 +209,23 @@ def test_tick_is_idle_until_the_earliest_block_is_due() -> None:
     assert not b.tick(NOW + 15)
     assert b.tick(NOW + 25).withdraw == (net("203.0.113.67/32"),)
     assert not b.candidates
+
+
+def test_tcp_established_reads_the_kernels_table() -> None:
+    from sipdeflect.border.exabgp import tcp_established
+
+    # 192.0.2.1:40000 -> 192.0.2.2:179 established; the same peer on 180 in TIME_WAIT.
+    table = (
+        "  sl  local_address rem_address   st tx_queue rx_queue\n"
+        "   0: 010200C0:9C40 020200C0:00B3 01 00000000:00000000\n"
+        "   1: 010200C0:9C41 020200C0:00B4 06 00000000:00000000\n"
+    )
+    peer = ipaddress.ip_address("192.0.2.2")
+    assert tcp_established(table, peer, 179)
+    assert not tcp_established(table, peer, 180)
+    assert not tcp_established(table, ipaddress.ip_address("192.0.2.3"), 179)
+    v6 = (
+        "  sl  local_address                         remote_address                        st\n"
+        "   0: B80D0120000000000000000001000000:9C40 B80D0120000000000000000002000000:00B3 01\n"
+    )
+    assert tcp_established(v6, ipaddress.ip_address("2001:db8::2"), 179)

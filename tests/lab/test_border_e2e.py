@@ -171,6 +171,7 @@ def test_a_session_flap_reannounces_exactly_what_is_in_force(lab: PbxLab) -> Non
         d["target"] for d in lab.control.call("list")["decisions"] if d["action"] == "block"
     }
     assert announced(lab) == in_force
+    assert border_status(lab)["session"] == "up"
 
 
 def _commands_in(lab: PbxLab) -> list[str]:
@@ -194,19 +195,25 @@ def _restart_with(lab: PbxLab, **border: object) -> str:
 
 
 @pytest.mark.parametrize(
-    ("border", "expect"),
+    ("border", "expect", "status"),
     [
-        ({"speaker": "/nonexistent/exabgp"}, "border: no BGP speaker"),
-        ({"peer": "192.0.2.99"}, "border: BGP peer 192.0.2.99:179 unreachable"),
+        ({"speaker": "/nonexistent/exabgp"}, "border: no BGP speaker", {"enabled": False}),
+        (
+            {"peer": "192.0.2.99"},
+            "border: BGP peer 192.0.2.99:179 unreachable",
+            {"enabled": True, "running": True, "session": "down"},
+        ),
     ],
 )
 def test_bad_border_config_is_one_line_and_the_host_still_blocks(
-    lab: PbxLab, border: dict[str, object], expect: str
+    lab: PbxLab, border: dict[str, object], expect: str, status: dict[str, object]
 ) -> None:
     log = _restart_with(lab, **border)
     errors = [ln for ln in log.splitlines() if " ERROR " in ln]
     assert len(errors) == 1, log[-3000:]
     assert expect in errors[0]
+    st = border_status(lab)
+    assert {k: st[k] for k in status} == status
     target = ATTACKERS["svwar"]
     lab.control.call("block", target=target, duration="30s", reason="host enforcement")
     assert until(lambda: lab.element_count("block4", target) == 1, 10), lab.ruleset()

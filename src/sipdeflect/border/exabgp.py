@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ipaddress
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -130,6 +131,8 @@ class Process:
             raise BorderError(f"border: no BGP speaker: {s.exabgp!r} not found (Debian: exabgp)")
         s.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(s.workdir, 0o700)
+        if self.log_path.exists():  # one log per speaker's life, and the one before
+            self.log_path.replace(self.log_path.with_suffix(".log.1"))
         conf = s.workdir / "exabgp.conf"
         conf.write_text(config_text(s))
         fifo = s.workdir / "commands"
@@ -140,7 +143,8 @@ class Process:
         self._fd = os.open(fifo, os.O_RDWR)
         env = {
             **os.environ,
-            "exabgp.daemon.user": "root",  # the FIFO and config are root's, mode 0600
+            # Stay who we are: the FIFO and config are ours, in a 0700 directory.
+            "exabgp.daemon.user": pwd.getpwuid(os.geteuid()).pw_name,
             "exabgp.daemon.daemonize": "false",
             "exabgp.log.destination": "stdout",
             "exabgp.api.ack": "false",  # `cat` never reads acks; they would fill its stdin
@@ -200,18 +204,40 @@ class Process:
         return lines[-1].strip() if lines else ""
 
     def session(self) -> str:
-        """The BGP session as ExaBGP last logged it: "up", "down" or "unknown"."""
+        """ "up" when a TCP connection to the peer's port 179 is established in this host's
+        kernel (ExaBGP logs no session loss at its default level), else "down"."""
+        peer = ipaddress.ip_address(self.settings.peer)
+        name = "/proc/net/tcp" if peer.version == 4 else "/proc/net/tcp6"
         try:
-            text = self.log_path.read_bytes()[-20000:].decode(errors="replace")
+            text = Path(name).read_text()
         except OSError:
             return "unknown"
-        state = "unknown"
-        for line in text.splitlines():
-            if "connected to" in line:
-                state = "up"
-            elif "peer reset" in line or ("connection to" in line and "closed" in line):
-                state = "down"
-        return state
+        return "up" if tcp_established(text, peer, 179) else "down"
+
+
+def _proc_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as /proc/net/tcp{,6} prints it: 32-bit words in host (little-endian)
+    order."""
+    raw = bytes.fromhex(text)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(words)
+
+
+def tcp_established(
+    proc_net_tcp: str, peer: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> bool:
+    """Is there an ESTABLISHED (state 01) connection to peer:port in this table?"""
+    for line in proc_net_tcp.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != "01":
+            continue
+        addr, _, rport = fields[2].partition(":")
+        try:
+            if int(rport, 16) == port and _proc_address(addr) == peer:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def probe_peer(s: SpeakerSettings, timeout: float = 3.0) -> str | None:
