@@ -6,6 +6,7 @@
 # comes from the router's CLI and kernel counters or nftables on the PBX, not sipdeflect.
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,21 @@ def run(con: Console) -> int:
         con.print("\n[bold cyan]The router's CLI[/] (birdc show route all):")
         for line in router.bird.birdc("show", "route", "all").splitlines()[1:]:
             con.print(f"    [dim]{markup_escape(line)}[/]")
+        con.print("\n[bold cyan]sipdeflect border status[/] on the PBX:")
+        status = lab.pbx.run(
+            [
+                sys.executable,
+                "-m",
+                "sipdeflect",
+                "border",
+                "status",
+                "--socket",
+                str(lab.control.path),
+            ],
+            check=False,
+        )
+        for line in (status.stdout + status.stderr).splitlines():
+            con.print(f"    {markup_escape(line)}")
         con.print(f"\n[bold cyan]The scanner floods again[/]: {FLOOD} REGISTERs")
         sent0, rpf0 = lab.counter("sent_svcrack"), router.rp_filter_drops()
         rx0 = router.rx_packets(router.atk_if)
