@@ -11,6 +11,8 @@ The tests share one lab and run in order (each leaves the daemon running).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -172,6 +174,19 @@ def test_a_session_flap_reannounces_exactly_what_is_in_force(lab: PbxLab) -> Non
     }
     assert announced(lab) == in_force
     assert border_status(lab)["session"] == "up"
+
+
+def test_a_speaker_killed_under_the_daemon_is_restarted_with_what_is_in_force(
+    lab: PbxLab,
+) -> None:
+    before = announced(lab)
+    assert before
+    st = border_status(lab)
+    old_pid = int(str(st["pid"]))
+    os.kill(old_pid, signal.SIGKILL)  # ExaBGP only; the daemon lives on
+    assert until(lambda: border_status(lab)["pid"] not in (old_pid, None), 15)
+    assert until(lambda: established(lab) and announced(lab) == before, 30)
+    assert border_status(lab)["restarts"] == 1
 
 
 def _commands_in(lab: PbxLab) -> list[str]:

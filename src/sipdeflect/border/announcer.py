@@ -17,6 +17,7 @@ from sipdeflect.config import Config
 from sipdeflect.decisions import Address, Decision, single
 
 log = logging.getLogger("sipdeflect")
+RESTART_EVERY = 30.0  # seconds between attempts to restart a dead speaker
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class Announcer:
         self.process = Process(speaker)
         self.errors = 0
         self.last_error = ""
+        self.restarts = 0
+        self._next_restart = 0.0  # a speaker that keeps dying is retried this often at most
 
     # -- loop thread: pure planning --------------------------------------------------------
     def _batch(self, changes: Changes, *, restart: bool = False) -> Batch:
@@ -85,6 +88,10 @@ class Announcer:
 
     def tick(self, now: float, active: Callable[[], Iterable[Decision]]) -> Batch:
         if self.process.proc is not None and not self.process.alive():
+            if now < self._next_restart:
+                return Batch(())
+            self._next_restart = now + RESTART_EVERY
+            self.restarts += 1
             log.error("border: exabgp died (%s); restarting it", self.process.last_log_line())
             return self._batch(self.border.reset(active(), now), restart=True)
         return self._batch(self.border.tick(now))
@@ -123,6 +130,7 @@ class Announcer:
             "max_prefixes": b.policy.max_prefixes,
             "waiting": b.waiting(),
             "errors": self.errors,
+            "restarts": self.restarts,
             "last_error": self.last_error,
             "announced": [
                 {
