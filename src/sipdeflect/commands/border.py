@@ -5,12 +5,11 @@ import json
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from sipdeflect.commands.daemon import _DEFAULT_SOCKET, SOCKET_HELP, _when
 from sipdeflect.control import ControlClient
 from sipdeflect.duration import format_duration
-from sipdeflect.render import escape
+from sipdeflect.render import escape_line, paragraph, text_table
 
 app = typer.Typer(help="The border: blocks announced upstream over BGP (docs/border.md).")
 
@@ -40,18 +39,20 @@ def status(
         f"{st['waiting']} waiting for room, {st['errors']} speaker errors"
     )
     if st["last_error"]:
-        con.print(f"  last error: {escape(st['last_error'])}", markup=False)
-    t = Table("prefix", "age", "until", "evidence", "why", box=None)
+        con.print(f"  last error: {escape_line(st['last_error'])}", markup=False)
+    if not st["announced"]:
+        return
+    rows = [
+        [a["target"], format_duration(a["age"]), _when(a["until"]), a["evidence"]]
+        for a in st["announced"]
+    ]
+    width = min(con.width, 100)
+    for line in text_table(["prefix", "age", "until", "evidence"], rows, right=(1,)):
+        con.print(line, markup=False, soft_wrap=True)
+    con.print("why:", markup=False)
     for a in st["announced"]:
-        t.add_row(
-            a["target"],
-            format_duration(a["age"]),
-            _when(a["until"]),
-            a["evidence"],
-            escape(a["reason"]),
-        )
-    if st["announced"]:
-        con.print(t)
+        for line in paragraph(a["target"], escape_line(a["reason"]), width):
+            con.print(line, markup=False, soft_wrap=True)
 
 
 def register(root: typer.Typer) -> None:

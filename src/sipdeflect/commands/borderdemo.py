@@ -13,11 +13,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape as markup_escape
-from rich.table import Table
 
 from sipdeflect.lab.decoylab import flood_register
 from sipdeflect.lab.pbxlab import ATTACKERS, CUSTOMER, PBX_ATK, PbxLab, pbx_lab
-from sipdeflect.render import escape
+from sipdeflect.render import escape, text_table
 
 FLOOD = 500
 
@@ -94,15 +93,18 @@ def run(con: Console) -> int:
         lab.customer.stop()
         ok = len(lab.customer.results) - lab.customer.failures
         total = len(lab.customer.results)
-    table = Table(title="The flood, counted by the router's kernel and nftables on the PBX")
-    table.add_column("what")
-    table.add_column("packets", justify="right")
-    table.add_row("sent by the scanner", str(FLOOD))
-    table.add_row("received on the router's attacker-facing interface", str(rx))
-    table.add_row("dropped by the router (uRPF against the blackhole route)", str(rpf))
-    table.add_row("arrived at the PBX", str(crossed))
+    rows = [
+        ["sent by the scanner", str(FLOOD)],
+        ["received on the router's attacker-facing interface", str(rx)],
+        ["dropped by the router (uRPF against the blackhole route)", str(rpf)],
+        ["arrived at the PBX", str(crossed)],
+    ]
     con.print()
-    con.print(table)
+    con.print("The flood, counted by the router's kernel and nftables on the PBX:", markup=False)
+    con.print()
+    for line in text_table(["what", "packets"], rows, right=(1,)):
+        con.print(line, markup=False, soft_wrap=True)
+    con.print()
     con.print(
         f"Customer ({CUSTOMER}), through the same router: {ok} of {total} registrations "
         f"succeeded. Lab removed; {time.monotonic() - started:.1f} s."
