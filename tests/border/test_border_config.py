@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sipdeflect.border.announcer import Announcer, policy_of
+from sipdeflect.border.announcer import Announcer, Batch, policy_of
 from sipdeflect.border.exabgp import BorderError
 from sipdeflect.config import check_text, example
 
@@ -72,3 +72,30 @@ def test_no_speaker_installed_is_one_line(tmp_path: Path) -> None:
         Announcer(cfg).start()
     assert "\n" not in str(err.value)
     assert "no BGP speaker" in str(err.value)
+
+
+def test_a_speaker_that_stops_reading_never_blocks_the_sender(tmp_path: Path) -> None:
+    """A stand-in for ExaBGP that runs but never reads its commands (the real one would
+    open a BGP session, which outside a namespace lab we must not). send() gives up after
+    WRITE_WAIT instead of blocking the thread that also applies the host's firewall, and
+    the next tick rebuilds the speaker with everything in force."""
+    stuck = tmp_path / "stuck-speaker"
+    stuck.write_text("#!/bin/sh\nexec sleep 60\n")
+    stuck.chmod(0o755)
+    cfg, _ = check_text(GOOD + f'speaker = "{stuck}"\nworkdir = "{tmp_path / "border"}"\n')
+    assert cfg is not None
+    announcer = Announcer(cfg)
+    announcer.start()
+    try:
+        lines = tuple(f"announce route 203.0.113.{i % 250}/32 next-hop self" for i in range(4000))
+        announcer.send(Batch(lines))  # ~200 KB: more than a pipe holds
+        assert announcer.errors == 1
+        assert "read no commands" in announcer.last_error
+        assert announcer.broken
+        batch = announcer.tick(0.0, list)
+        assert batch.restart
+        assert not announcer.broken
+        assert announcer.tick(1.0, list) == Batch(())  # no restart storm
+    finally:
+        announcer.close()
+    assert not announcer.process.alive()

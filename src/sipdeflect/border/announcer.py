@@ -69,6 +69,7 @@ class Announcer:
         self.errors = 0
         self.last_error = ""
         self.restarts = 0
+        self.broken = False  # a send failed: the speaker's RIB is unknown, rebuild it
         self._next_restart = 0.0  # a speaker that keeps dying is retried this often at most
 
     # -- loop thread: pure planning --------------------------------------------------------
@@ -87,12 +88,15 @@ class Announcer:
         return self._batch(self.border.retune(policy_of(cfg, self.own), active, now))
 
     def tick(self, now: float, active: Callable[[], Iterable[Decision]]) -> Batch:
-        if self.process.proc is not None and not self.process.alive():
+        dead = self.process.proc is not None and not self.process.alive()
+        if dead or self.broken:
             if now < self._next_restart:
                 return Batch(())
             self._next_restart = now + RESTART_EVERY
             self.restarts += 1
-            log.error("border: exabgp died (%s); restarting it", self.process.last_log_line())
+            self.broken = False
+            why = self.process.last_log_line() if dead else self.last_error
+            log.error("border: exabgp %s (%s); restarting it", "died" if dead else "stuck", why)
             return self._batch(self.border.reset(active(), now), restart=True)
         return self._batch(self.border.tick(now))
 
@@ -105,9 +109,10 @@ class Announcer:
             if batch.restart:
                 self.process.restart()
             self.process.send(batch.lines)
-        except BorderError as exc:  # the next tick finds the speaker dead and rebuilds it
+        except BorderError as exc:  # the next tick rebuilds the speaker from the store
             self.errors += 1
             self.last_error = str(exc)
+            self.broken = True
             log.error("%s", exc)  # noqa: TRY400 - one line, no traceback
 
     def close(self) -> None:

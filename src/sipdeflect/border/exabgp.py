@@ -12,6 +12,7 @@ import ctypes
 import ipaddress
 import os
 import pwd
+import select
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from sipdeflect.decisions import Network
 from sipdeflect.errors import SipDeflectError
 
 PR_SET_PDEATHSIG = 1
+WRITE_WAIT = 2.0  # seconds a full command pipe may stay full before the speaker is rebuilt
 
 
 class BorderError(SipDeflectError):
@@ -140,7 +142,9 @@ class Process:
             fifo.unlink()
         os.mkfifo(fifo, 0o600)
         # Read-write: opening never blocks, and `cat` sees EOF only when we are gone.
-        self._fd = os.open(fifo, os.O_RDWR)
+        # Non-blocking: a speaker that stops reading must never hold up the thread that
+        # also applies the host's firewall (send() gives up after WRITE_WAIT).
+        self._fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
         env = {
             **os.environ,
             # Stay who we are: the FIFO and config are ours, in a 0700 directory.
@@ -173,9 +177,18 @@ class Process:
         if self._fd is None or not lines:
             return
         data = "".join(f"{ln}\n" for ln in lines).encode()
+        deadline = time.monotonic() + WRITE_WAIT
         try:
             while data:
-                n = os.write(self._fd, data)
+                try:
+                    n = os.write(self._fd, data)
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([], [self._fd], [], left)[1]:
+                        raise BorderError(
+                            f"border: exabgp read no commands for {WRITE_WAIT:g} s"
+                        ) from None
+                    continue
                 data = data[n:]
         except OSError as exc:
             raise BorderError(f"border: writing to exabgp failed: {exc}") from None
