@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -52,6 +53,9 @@ def host(prefix: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(netns_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PbxLab]:
+    for tool in ("bird", "birdc", "exabgp"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (Debian bird2 and exabgp: ./dev setup installs them)")
     with pbx_lab(tmp_path_factory.mktemp("border"), router=True) as lab:
         lab.start_daemon()
         yield lab
