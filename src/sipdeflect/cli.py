@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "allow": "firewall",
     "analyze": "analyze",
     "block": "firewall",
+    "border": "border",
     "config": "config",
     "decoy": "decoy",
     "deflect": "firewall",

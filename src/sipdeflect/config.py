@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from sipdeflect.control import DEFAULT_SOCKET
@@ -220,6 +221,73 @@ class ReportSection(_Section):
     domain: str = Field("", description="your domain, for the XARF reporter block")
 
 
+class BorderSection(_Section):
+    enabled: bool = Field(
+        False,
+        description="announce qualifying blocks upstream over BGP (docs/border.md); "
+        "blocks only, never deflects: the decoy needs the packets",
+    )
+    mode: Literal["rtbh", "flowspec", "both"] = Field(
+        "rtbh",
+        description="rtbh: the source's /32 with the communities (source-based RTBH, "
+        "the router needs strict uRPF) | flowspec: discard UDP from it to the SIP ports "
+        "(IPv4) | both",
+    )
+    evidence: list[Literal["quiet", "quit", "deflect-timeout", "manual"]] = Field(
+        ["quiet", "quit"],
+        description="blocks that qualify: quiet (gave up in the decoy), quit (quit on a "
+        "probe's answer), deflect-timeout (kept sending in the decoy), manual (operator)",
+    )
+    max_prefixes: int = Field(100, ge=1, description="most prefixes announced at once")
+    widest_v4: int = Field(32, ge=8, le=32, description="widest IPv4 prefix announced")
+    widest_v6: int = Field(128, ge=32, le=128, description="widest IPv6 prefix announced")
+    communities: list[str] = Field(
+        ["65535:666"],
+        description="communities on RTBH routes (65535:666 is BLACKHOLE, RFC 7999)",
+    )
+    next_hop: str = Field("self", description='next hop of RTBH routes: "self" or an address')
+    peer: str = Field("", description="the upstream router's address (BGP neighbor)")
+    peer_as: int = Field(0, ge=0, le=4294967295, description="the router's AS")
+    local_address: str = Field("", description="this host's address for the session")
+    local_as: int = Field(0, ge=0, le=4294967295, description="this host's AS")
+    router_id: str = Field("", description="BGP router id (empty: local_address)")
+    speaker: str = Field("exabgp", description="the ExaBGP executable run as the speaker")
+    workdir: str = Field(
+        "/run/sipdeflect/border", description="ExaBGP's config, command FIFO and log"
+    )
+
+    @field_validator("communities")
+    @classmethod
+    def _communities(cls, v: list[str]) -> list[str]:
+        for c in v:
+            parts = c.split(":")
+            if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+                raise ValueError(f"{c!r} is not a community (ASN:VALUE or large A:B:C)")
+        return v
+
+    @field_validator("peer", "local_address", "router_id")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v:
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an IP address") from None
+        return v
+
+    @field_validator("next_hop")
+    @classmethod
+    def _next_hop(cls, v: str) -> str:
+        return v if v == "self" else cls._address(v)
+
+    @model_validator(mode="after")
+    def _session(self) -> BorderSection:
+        session = (self.peer, self.peer_as, self.local_address, self.local_as)
+        if self.enabled and not all(session):
+            raise ValueError("enabled needs peer, peer_as, local_address and local_as")
+        return self
+
+
 class Config(_Section):
     sip: Sip = Sip()
     decoy: Decoy = Decoy()
@@ -231,6 +299,7 @@ class Config(_Section):
     control: Control = Control()
     metrics: Metrics = Metrics()
     report: ReportSection = ReportSection()
+    border: BorderSection = BorderSection()
 
 
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:

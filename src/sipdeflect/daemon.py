@@ -52,6 +52,32 @@ class Enforcer(Protocol):
         """Block-set elements with what each dropped so far (per-element counters)."""
 
 
+class Border(Protocol):
+    """What the daemon needs from the border (adapted from border/): planning on the loop
+    thread returns a batch, sending it happens on the firewall's I/O thread, in order."""
+
+    def update(self, decisions: Sequence[Decision], now: float) -> Any:
+        """Decisions just taken -> a batch for send() (falsy: nothing to send)."""
+
+    def reset(self, active: Iterable[Decision], now: float) -> Any:
+        """Announce exactly what is in force (a fresh speaker)."""
+
+    def tick(self, now: float, active: Callable[[], Iterable[Decision]]) -> Any:
+        """Time passing (and a dead speaker rebuilt)."""
+
+    def reload(self, config: Config, active: Iterable[Decision], now: float) -> Any:
+        """A reloaded configuration re-judges what is in force."""
+
+    def send(self, batch: Any) -> None:
+        """Drive the speaker (I/O thread); errors are logged and counted, never raised."""
+
+    def status(self, now: float) -> dict[str, Any]:
+        """What is announced, with age and why (`sipdeflect border status`)."""
+
+    def close(self) -> None:
+        """Stop the speaker (its session drops; the router withdraws everything)."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -62,8 +88,10 @@ class Daemon:
         own: Iterable[Address] = (),
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
+        border: Border | None = None,
     ) -> None:
         self.config = config
+        self.border = border
         self.enforcer = enforcer
         self.store = store
         self.own = set(own)
@@ -264,6 +292,8 @@ class Daemon:
         accounts, prefixes = self.verdicts.swarm.counts(now)
         self.metrics.under_attack.labels("account").set(accounts)
         self.metrics.under_attack.labels("prefix").set(prefixes)
+        if self.border is not None:
+            self._to_border(self.border.tick(now, self.engine.active))
         return out
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -279,6 +309,8 @@ class Daemon:
             # The kernel's allow set holds the config allowlist too, so no element added
             # by hand elsewhere can ever catch an allowlisted source.
             self.enforcer.reconcile(list(self.engine.active()))
+        if self.border is not None:  # (on the I/O thread: run() calls restore there)
+            self.border.send(self.border.reset(self.engine.active(), self.clock()))
 
     def _apply(self, decisions: list[Decision]) -> None:
         if not decisions:
@@ -293,6 +325,8 @@ class Daemon:
         self.diverted.apply(decisions)
         if not self.dry_run:
             self._fw.submit(self.enforcer.enforce, decisions).add_done_callback(self._fw_done)
+        if self.border is not None:  # after the host's firewall, on the same thread
+            self._to_border(self.border.update(decisions, self.clock()))
         self.counters["decisions"] += len(decisions)
         self._refresh_gauges()
         for d in decisions:
@@ -301,6 +335,10 @@ class Daemon:
                 self.metrics.sources_quit.inc()
             log.info("%s %s until=%s (%s; %s)", d.action, d.target, d.until, d.origin, d.reason)
             self.publish({"type": "decision", **_decision_json(d, self.clock())})
+
+    def _to_border(self, batch: Any) -> None:
+        if batch and self.border is not None:
+            self._fw.submit(self.border.send, batch)
 
     def _fw_done(self, fut: concurrent.futures.Future[None]) -> None:
         exc = fut.exception()
@@ -350,6 +388,8 @@ class Daemon:
             self.metrics.close()
             await loop.run_in_executor(None, self.wait_firewall)
             await self._last_traffic()
+            if self.border is not None:
+                await loop.run_in_executor(None, self.border.close)
 
     async def _last_traffic(self) -> None:
         """On the way out: a last reading of the block set's counters, and every traffic
@@ -390,6 +430,8 @@ class Daemon:
             self._fw.submit(self.enforcer.reconcile, list(self.engine.active())).add_done_callback(
                 self._fw_done
             )
+        if self.border is not None:
+            self._to_border(self.border.reload(self.config, self.engine.active(), self.clock()))
         log.info("configuration reloaded")
 
     async def _ticker(self) -> None:
@@ -403,6 +445,7 @@ class Daemon:
         c.handler("status", self._status)
         c.handler("list", self._list)
         c.handler("show", self._show)
+        c.handler("border", self._border)
         for action in (Action.BLOCK, Action.DEFLECT, Action.ALLOW, Action.RELEASE):
             c.handler(action.value, self._manual_handler(action))
         c.streamer("watch", self._watch)
@@ -425,6 +468,11 @@ class Daemon:
             "parts": self.supervisor.status(),
             "accelerators": accel.loaded(),
         }
+
+    async def _border(self, req: dict[str, Any]) -> dict[str, Any]:
+        if self.border is None:
+            return {"enabled": False, "announced": []}
+        return self.border.status(self.clock())
 
     async def _list(self, req: dict[str, Any]) -> dict[str, Any]:
         now = self.clock()

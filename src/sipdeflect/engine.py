@@ -47,6 +47,15 @@ class Trigger(StrEnum):
     PROBE_TIMEOUT = "probe-timeout"  # kept sending through the probe: proves nothing
 
 
+# Why the engine blocks, as written into a block's reason (live: "TRIGGER: WHY"; restored
+# from the store: WHY alone, the source's last note). block_trigger() reads either back.
+BLOCK_WHY: dict[Trigger, str] = {
+    Trigger.QUIET: "went quiet in the decoy",
+    Trigger.DEFLECT_TIMEOUT: "kept sending",
+    Trigger.QUIT: "quit on the decoy's answer: it was listening, so it is the sender",
+}
+
+
 TRANSITIONS: dict[tuple[State, Trigger], tuple[State, Action]] = {
     (State.WATCHED, Trigger.DETECTED): (State.DEFLECTED, Action.DEFLECT),
     (State.RELEASED, Trigger.DETECTED): (State.DEFLECTED, Action.DEFLECT),
@@ -223,9 +232,10 @@ class Engine:
         if src.state is State.DEFLECTED:
             heard = src.last_decoy if src.last_decoy is not None else src.since
             if now - heard >= p.quiet_after:
-                return self._fire(src, Trigger.QUIET, now, "went quiet in the decoy")
+                return self._fire(src, Trigger.QUIET, now, BLOCK_WHY[Trigger.QUIET])
             if now - src.since >= p.max_deflect:
-                return self._fire(src, Trigger.DEFLECT_TIMEOUT, now, "kept sending")
+                why = BLOCK_WHY[Trigger.DEFLECT_TIMEOUT]
+                return self._fire(src, Trigger.DEFLECT_TIMEOUT, now, why)
         elif src.state is State.PROBING:
             last, closed = src.last_decoy, src.closed_at
             if (
@@ -235,8 +245,7 @@ class Engine:
                 and src.after_close <= p.probe_after
                 and now - last >= p.probe_quiet
             ):
-                why = "quit on the decoy's answer: it was listening, so it is the sender"
-                return self._fire(src, Trigger.QUIT, now, why)
+                return self._fire(src, Trigger.QUIT, now, BLOCK_WHY[Trigger.QUIT])
             if now - src.since >= p.probe_for:
                 why = "no sign it received the decoy's answer: left alone"
                 return self._fire(src, Trigger.PROBE_TIMEOUT, now, why)
@@ -421,6 +430,17 @@ class Engine:
         yield from self.manual.values()
         for net in self.allow:
             yield Decision(net, Action.ALLOW, None, "config", "allowlist", 0.0)
+
+
+def block_trigger(d: Decision) -> Trigger | None:
+    """What put the engine's block ``d`` in force (QUIET, QUIT, DEFLECT_TIMEOUT), read
+    from its reason; None for anything else (an operator's block, a deflect...)."""
+    if d.action is not Action.BLOCK or d.origin != "engine":
+        return None
+    for trigger, why in BLOCK_WHY.items():
+        if d.reason in (why, f"{trigger}: {why}"):
+            return trigger
+    return None
 
 
 def address(text: str) -> Address:

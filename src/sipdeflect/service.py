@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sipdeflect.accounting import Row, Tally
+from sipdeflect.border.announcer import Announcer
+from sipdeflect.border.exabgp import BorderError, probe_peer
 from sipdeflect.config import Config, LogSource
 from sipdeflect.daemon import Daemon
+from sipdeflect.decisions import Address
 from sipdeflect.decoy.events import DecoyEvent
 from sipdeflect.detect.events import Event
 from sipdeflect.detect.logs import Context, LogFormat, UnknownFormatError, detect_format, get_format
@@ -52,7 +55,12 @@ def build(cfg: Config, *, dry_run: bool = False) -> Daemon:
             Path(cfg.store.path).parent, fstate.FirewallState(cfg.firewall.backend, settings)
         )
     daemon = Daemon(
-        cfg, FirewallEnforcer(backend), SqliteStore(cfg.store.path), own=own, dry_run=dry_run
+        cfg,
+        FirewallEnforcer(backend),
+        SqliteStore(cfg.store.path),
+        own=own,
+        dry_run=dry_run,
+        border=None if dry_run or not cfg.border.enabled else start_border(cfg, own),
     )
     for spec in cfg.detect.logs:
         daemon.add_source(f"log {spec.path}", follow_log(spec))
@@ -60,6 +68,29 @@ def build(cfg: Config, *, dry_run: bool = False) -> Daemon:
         daemon.add_source("wire", follow_wire(cfg))
     daemon.add_source("decoy", run_decoy(cfg))
     return daemon
+
+
+def start_border(cfg: Config, own: list[Address]) -> Announcer | None:
+    """The BGP speaker, started here on the main thread (its child dies with the thread
+    that started it). Any problem is one line in the log and no border: the host's own
+    enforcement never depends on it. An unreachable peer is reported, and ExaBGP keeps
+    trying: announcements go out when the session comes up."""
+    announcer = Announcer(cfg, own)
+    try:
+        announcer.start()
+    except (BorderError, OSError) as exc:
+        log.error("%s; border disabled, host enforcement goes on", exc)  # noqa: TRY400
+        return None
+    why = probe_peer(announcer.settings)
+    if why is not None:
+        s = announcer.settings
+        log.error(
+            "border: BGP peer %s:179 unreachable from %s (%s); exabgp keeps trying",
+            s.peer,
+            s.local_address,
+            why,
+        )
+    return announcer
 
 
 def run_decoy(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:

@@ -4,7 +4,8 @@
 # SIPVicious and the write-up's flooder at the PBX, narrates sipdeflect's decisions live
 # from its control socket, forges packets "from" the customer, and ends with a table whose
 # figures come from witnesses outside sipdeflect (nftables counters, a packet socket, the
-# tools' own output, sipp). `--decoy` runs the older decoy-only demo. Root; no input.
+# tools' own output, sipp). `--decoy` runs the older decoy-only demo, `--border` the border
+# scene (commands/borderdemo.py). Root; no input.
 from __future__ import annotations
 
 import contextlib
@@ -175,6 +176,11 @@ def run(
     decoy: bool = typer.Option(
         False, "--decoy", help="only the decoy: every SIPVicious tool against it, no daemon"
     ),
+    border: bool = typer.Option(
+        False,
+        "--border",
+        help="the border scene: a BIRD router upstream drops the blocked scanner (BGP RTBH)",
+    ),
 ) -> None:
     """Watch sipdeflect stop real scanners against a real PBX, in a throwaway lab.
 
@@ -189,6 +195,10 @@ def run(
     if decoy:
         decoydemo.run(con)
         return
+    if border:
+        from sipdeflect.commands import borderdemo  # noqa: PLC0415 - only for this scene
+
+        raise typer.Exit(borderdemo.run(con))
     raise typer.Exit(run_lab(con))
 
 

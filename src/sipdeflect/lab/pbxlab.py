@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from sipdeflect.control import ControlClient, ControlError
+from sipdeflect.lab.bird import Bird
+from sipdeflect.lab.bird import config as bird_config
 from sipdeflect.lab.decoylab import (
     conclude,
     dictionary,
@@ -31,7 +33,7 @@ from sipdeflect.lab.decoylab import (
     tool_path,
 )
 from sipdeflect.lab.kamailio import Kamailio, register_customer
-from sipdeflect.lab.netns import LabError, Netns, hosts, link
+from sipdeflect.lab.netns import LabError, Netns, hosts, link, parse_snmp
 
 PBX_ATK, PBX_CUST = "203.0.113.1", "198.51.100.1"
 CUSTOMER = "198.51.100.20"
@@ -48,6 +50,11 @@ ATTACKERS = {
 # Every attacker and the customer get nftables counters (the lab's witnesses).
 WITNESSED = {**ATTACKERS, "customer": CUSTOMER}
 QUIET_AFTER = 4.0  # seconds (default 15): the lab would otherwise mostly wait
+# The border variant (router=True): a BIRD router between the attacker/customer and the
+# PBX, eBGP over a /30 link; the PBX keeps PBX_ATK and PBX_CUST as /32s behind it.
+PBX_UPLINK, RTR_DOWNLINK = "192.0.2.1", "192.0.2.2"
+RTR_ATK, RTR_CUST = "203.0.113.254", "198.51.100.254"
+PBX_AS, RTR_AS = 64512, 64513
 ETH_P_IP = 0x0800
 
 
@@ -208,13 +215,23 @@ class FirstPackets:
 
 class PbxLab:
     def __init__(  # noqa: PLR0917 - the lab's parts, built by pbx_lab only
-        self, workdir: Path, pbx: Netns, atk: Netns, cust: Netns, kam: Kamailio, pbx_if: str
+        self,
+        workdir: Path,
+        pbx: Netns,
+        atk: Netns,
+        cust: Netns,
+        kam: Kamailio,
+        pbx_if: str,
+        router: Router | None = None,
     ) -> None:
         self.workdir = workdir
         self.pbx, self.atk, self.cust, self.kam = pbx, atk, cust, kam
+        self.router = router
         self.atk_if = _ifname(atk, ATTACKERS["svcrack"])
         self.config = workdir / "sipdeflect.toml"
-        self.config.write_text(config_text(workdir, kam.log))
+        self.config.write_text(
+            config_text(workdir, kam.log) + (border_text(workdir) if router else "")
+        )
         self.control = ControlClient(workdir / "run" / "ctl.sock", timeout=10)
         self.customer = Customer(cust)
         self.first = FirstPackets(pbx, pbx_if)  # the PBX's attacker-side interface
@@ -394,16 +411,97 @@ def forged_burst(src: str) -> list[bytes]:
     return out
 
 
+def border_text(workdir: Path, **overrides: object) -> str:
+    """The [border] section of the router variant: RTBH and FlowSpec to the lab's BIRD;
+    the operator's own blocks qualify too (the tests use them for expiry and restarts)."""
+    values: dict[str, object] = {
+        "enabled": True,
+        "mode": "both",
+        "evidence": ["quiet", "quit", "manual"],
+        "communities": ["65535:666", f"{RTR_AS}:666"],
+        "peer": RTR_DOWNLINK,
+        "peer_as": RTR_AS,
+        "local_address": PBX_UPLINK,
+        "local_as": PBX_AS,
+        "workdir": str(workdir / "run" / "border"),
+        **overrides,
+    }
+    lines = ["[border]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Router:
+    """The border variant's router namespace, its interfaces and its BIRD."""
+
+    ns: Netns
+    atk_if: str  # faces the attacker: strict uRPF here
+    cust_if: str
+    pbx_if: str
+    bird: Bird
+
+    def rp_filter_drops(self) -> int:
+        """Packets the router's kernel dropped by reverse-path filtering (TcpExt)."""
+        text = self.ns.run(["cat", "/proc/net/netstat"]).stdout
+        return parse_snmp(text)["TcpExt"]["IPReversePathFilter"]
+
+    def rx_packets(self, ifname: str) -> int:
+        out = self.ns.run(["ip", "-s", "-j", "link", "show", "dev", ifname]).stdout
+        return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+    def tx_packets(self, ifname: str) -> int:
+        out = self.ns.run(["ip", "-s", "-j", "link", "show", "dev", ifname]).stdout
+        return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+
+    def blackholes(self) -> set[str]:
+        """Blackhole routes in the router's kernel table (what BIRD installed)."""
+        out = self.ns.run(["ip", "-j", "route", "show", "type", "blackhole"]).stdout
+        return {str(r["dst"]) for r in json.loads(out or "[]")}
+
+
+def _router_topology(workdir: Path, pbx: Netns, atk: Netns, cust: Netns, rtr: Netns) -> Router:
+    """attacker -- router -- PBX, customer -- router: the PBX's addresses become /32s behind
+    the router, which answers ARP for them (proxy_arp) so the hosts' own config is as in the
+    flat lab."""
+    addrs = list(ATTACKERS.values())
+    atk_if, _ = link(rtr, [f"{RTR_ATK}/24"], atk, [f"{a}/24" for a in addrs])
+    cust_if, _ = link(rtr, [f"{RTR_CUST}/24"], cust, [f"{CUSTOMER}/24"])
+    pbx_if, _ = link(
+        rtr, [f"{RTR_DOWNLINK}/30"], pbx, [f"{PBX_UPLINK}/30", f"{PBX_ATK}/32", f"{PBX_CUST}/32"]
+    )
+    # Routes to the lab's own ranges only, no default: Kamailio's start-up DNS lookups must
+    # fail at once (as in the flat lab), not wait on a resolver nobody can reach.
+    for net in ("203.0.113.0/24", "198.51.100.0/24"):
+        pbx.run(["ip", "route", "add", net, "via", RTR_DOWNLINK])
+    for dst in (PBX_ATK, PBX_CUST):
+        rtr.run(["ip", "route", "add", f"{dst}/32", "via", PBX_UPLINK])
+    rtr.sysctl("net.ipv4.ip_forward", "1")
+    for ifname in (atk_if, cust_if):
+        rtr.sysctl(f"net.ipv4.conf.{ifname}.proxy_arp", "1")
+    for conf in ("all", "default", cust_if, pbx_if):
+        rtr.sysctl(f"net.ipv4.conf.{conf}.rp_filter", "0")
+    # Strict uRPF facing the attacker: a source whose route is a blackhole is dropped.
+    rtr.sysctl(f"net.ipv4.conf.{atk_if}.rp_filter", "1")
+    bird = Bird(rtr, workdir, bird_config(RTR_DOWNLINK, RTR_DOWNLINK, RTR_AS, PBX_UPLINK, PBX_AS))
+    return Router(rtr, atk_if, cust_if, pbx_if, bird.start())
+
+
 @contextlib.contextmanager
-def pbx_lab(workdir: Path) -> Iterator[PbxLab]:
+def pbx_lab(workdir: Path, *, router: bool = False) -> Iterator[PbxLab]:
     """Build the lab, start Kamailio and the witnesses (not sipdeflect: the caller starts
-    it), tear everything down on exit, even on Ctrl-C."""
+    it), tear everything down on exit, even on Ctrl-C. ``router``: the border variant."""
     (workdir / "run").mkdir(parents=True, exist_ok=True)
     os.chmod(workdir / "run", 0o700)
-    with hosts("pbx", "atk", "cust") as (pbx, atk, cust):
+    roles = ("pbx", "atk", "cust", "rtr") if router else ("pbx", "atk", "cust")
+    with hosts(*roles) as made:
+        pbx, atk, cust = made[:3]
         addrs = list(ATTACKERS.values())
-        link(pbx, [f"{PBX_ATK}/24"], atk, [f"{addrs[0]}/24", *(f"{a}/24" for a in addrs[1:])])
-        link(pbx, [f"{PBX_CUST}/24"], cust, [f"{CUSTOMER}/24"])
+        rtr: Router | None = None
+        if router:
+            rtr = _router_topology(workdir, pbx, atk, cust, made[3])
+        else:
+            link(pbx, [f"{PBX_ATK}/24"], atk, [f"{a}/24" for a in addrs])
+            link(pbx, [f"{PBX_CUST}/24"], cust, [f"{CUSTOMER}/24"])
         # The attacker can forge the customer's address (it is on its interface, so it can
         # bind to it); replies go to the real customer. The PBX must not drop them by
         # reverse-path filtering, like most hosts on the internet.
@@ -417,7 +515,7 @@ def pbx_lab(workdir: Path) -> Iterator[PbxLab]:
             [f"udp:{PBX_ATK}:{SIP_PORT}", f"udp:{PBX_CUST}:{SIP_PORT}"],
             {CUSTOMER_USER: CUSTOMER_PASSWORD},
         ).start()
-        lab = PbxLab(workdir, pbx, atk, cust, kam, _ifname(pbx, PBX_ATK))
+        lab = PbxLab(workdir, pbx, atk, cust, kam, _ifname(pbx, PBX_ATK), rtr)
         try:
             yield lab
         finally:
@@ -425,3 +523,5 @@ def pbx_lab(workdir: Path) -> Iterator[PbxLab]:
             lab.stop_daemon()
             lab.first.close()
             kam.stop()
+            if rtr is not None:
+                rtr.bird.stop()

@@ -1,0 +1,1 @@
+# The border: announce blocks upstream over BGP (RTBH, FlowSpec) through ExaBGP.
