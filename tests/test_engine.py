@@ -218,3 +218,18 @@ def test_a_short_forged_burst_that_ends_after_the_answer_proves_nothing() -> Non
     assert eng.tick(T0 + p.probe_quiet + 0.2) == []
     (r,) = eng.tick(T0 + p.probe_for)
     assert r.action is Action.RELEASE
+
+
+def test_a_full_table_of_blocked_sources_still_takes_a_new_attacker() -> None:
+    """Deflected and blocked records are never forgotten, so past max_sources the table
+    grows rather than forget the newcomer (it used to be evicted as it was added)."""
+    p = Policy(max_sources=100)
+    eng = Engine(p)
+    for i in range(100):
+        eng.signal(ipaddress.ip_address(0xC6120000 + i), Level.ATTACKER, "attacker", T0)
+    eng.tick(T0 + p.quiet_after)  # all blocked
+    (d,) = eng.signal(A, Level.ATTACKER, "one more", T0 + 20)
+    assert d.action is Action.DEFLECT
+    assert eng.sources[A].state is State.DEFLECTED
+    (b,) = eng.tick(T0 + 20 + p.quiet_after)
+    assert (b.action, b.target) == (Action.BLOCK, ipaddress.ip_network(A))

@@ -168,11 +168,11 @@ class Engine:
             return []
         src = self.sources.get(address)
         if src is None:
+            self._bound()  # before adding: the newcomer is never the one forgotten
             src = Source(address, State.WATCHED, level, now, now, now)
             self.sources[address] = src
             self.states[State.WATCHED] += 1
             self._arm(src)
-            self._bound()
         src.last_seen = now
         src.level = max(src.level, level)
         src.note(reason)
@@ -187,11 +187,11 @@ class Engine:
             return []
         src = self.sources.get(address)
         if src is None:
+            self._bound()  # before adding: the newcomer is never the one forgotten
             src = Source(address, State.WATCHED, Level.WATCH, now, now, now)
             self.sources[address] = src
             self.states[State.WATCHED] += 1
             self._arm(src)
-            self._bound()
         src.last_seen = now
         if src.probed_at is not None and now - src.probed_at < self.policy.probe_every:
             return []
@@ -377,8 +377,10 @@ class Engine:
         self.states[src.state] -= 1
 
     def _bound(self) -> None:
-        excess = len(self.sources) - self.policy.max_sources
-        if excess <= 0:
+        """Make room for one more: forget the least recently seen watched/released records
+        (deflected, probing and blocked ones never; with none idle the table grows)."""
+        excess = len(self.sources) + 1 - self.policy.max_sources
+        if excess <= 0 or not (self.states[State.WATCHED] + self.states[State.RELEASED]):
             return
         # Evict a tenth more than needed at once so the O(n) scan is rare.
         idle = (s for s in self.sources.values() if s.state in (State.WATCHED, State.RELEASED))
