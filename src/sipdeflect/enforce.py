@@ -75,6 +75,6 @@ class FirewallEnforcer:
         self.backend.apply(Plan((*extra, *wanted.ops)))
 
     def counters(self) -> list[Listed]:
-        """The block set's elements with the kernel's per-element counters (what it
-        dropped), for traffic accounting; empty where the backend has none."""
-        return self.backend.list([SetName.BLOCK])
+        """What the block sets dropped, with the kernel's counters, for traffic
+        accounting (Backend.dropped); empty where the backend has none."""
+        return self.backend.dropped()

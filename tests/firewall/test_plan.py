@@ -155,14 +155,31 @@ def test_nft_setup_hooks_before_conntrack_and_redirects_sip_ports() -> None:
     assert chains["pre_filter"]["prio"] == -300  # raw: before conntrack (-200)
     assert chains["pre_nat"]["type"] == "nat"
     sets = [c["add"]["set"] for c in cmds if "set" in c.get("add", {})]
-    assert len(sets) == 10
+    assert len(sets) == 12
     assert all("timeout" in s["flags"] and s["stmt"] == [{"counter": None}] for s in sets)
     assert {s["name"] for s in sets if "interval" not in s["flags"]} == {
         "deflect4",
         "deflect6",
         "block4",
         "block6",
+        "dropped4",  # the meters of what the blocks drop (bounded: see nftables.py)
+        "dropped6",
     }
+    assert {s["name"]: s["size"] for s in sets if "size" in s} == {
+        "dropped4": nftables.DROPPED_SIZE,
+        "dropped6": nftables.DROPPED_SIZE,
+    }
+    # Setting up again must not add them (they are `dynamic` by then: EEXIST).
+    again = [c for c in nftables.setup_cmds(ST, meters=False) if "set" in c.get("add", {})]
+    assert len(again) == 10
+    # A blocked packet is counted in a chain of its own, then dropped by its own rule.
+    drop4 = [
+        c["add"]["rule"]["expr"]
+        for c in cmds
+        if c.get("add", {}).get("rule", {}).get("chain") == "drop4"
+    ]
+    assert drop4[0][0]["set"]["op"] == "update"
+    assert drop4[1] == [{"drop": None}]
     redirects = [c for c in cmds if "rule" in c.get("add", {}) and "redirect" in str(c)]
     assert len(redirects) == 4
     assert redirects[0]["add"]["rule"]["expr"][2]["match"]["right"] == {"set": [5060, 5080]}

@@ -103,6 +103,10 @@ class Backend(Protocol):
     def apply(self, plan: Plan) -> None:
         """Apply the whole plan at once, or raise FirewallError having changed nothing."""
 
+    def dropped(self) -> list[Listed]:
+        """What the block sets dropped, per element or source, with the kernel's counters
+        (traffic accounting): as cheap to read as the backend allows."""
+
     def list(self, sets: Iterable[SetName] | None = None) -> list[Listed]:
         """Current members of our sets (all sets when None)."""
 

@@ -23,6 +23,10 @@ class DryRunBackend:
         for line in plan.describe():
             print(f"dry-run: {line}", file=out)
 
+    def dropped(self) -> list[Listed]:
+        """The block set's members with their counters (a full listing: cheap enough here)."""
+        return self.list([SetName.BLOCK])
+
     def list(self, sets: Iterable[SetName] | None = None) -> list[Listed]:
         return []
 

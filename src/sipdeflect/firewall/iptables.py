@@ -238,6 +238,10 @@ class IptablesBackend:
                 ["ipset", "restore"], input_="".join(f"destroy {n}\n" for n in sorted(ours))
             )
 
+    def dropped(self) -> list[Listed]:
+        """The block set's members with their counters (a full listing: cheap enough here)."""
+        return self.list([SetName.BLOCK])
+
     def list(self, sets: Iterable[SetName] | None = None) -> list[Listed]:
         wanted = set(sets) if sets is not None else set(SetName)
         names = {n: s for n, s, _, _ in all_ipsets(self.settings.table) if s in wanted}

@@ -139,6 +139,10 @@ class PfBackend:
         out = self.runner.run(["pfctl", "-a", self.settings.table, "-s", "rules"], ok=(0, 1))
         return bool(out.strip())
 
+    def dropped(self) -> list[Listed]:
+        """The block set's members with their counters (a full listing: cheap enough here)."""
+        return self.list([SetName.BLOCK])
+
     def list(self, sets: Iterable[SetName] | None = None) -> list[Listed]:
         self.apply(Plan(()))  # drop lapsed entries first
         now = time.time()
