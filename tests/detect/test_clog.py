@@ -95,6 +95,34 @@ TYPICAL = [
     'Service="AMI",SessionID="1",RemoteAddress="IPV6/UDP/2001:db8::e/5060"',
     '[2024-05-01 10:00:07] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeSent",'
     'AccountID="",RemoteAddress="IPV4/UDP/198.51.100.15/5060",Challenge="z"',
+    *(
+        '[2024-05-01 10:00:08] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
+        + tail
+        for tail in (
+            # chan_sip: our nonce answered (credentialed), or another one (not)
+            'EventTV="1373098165-824497",Severity="Error",Service="SIP",EventVersion="2",'
+            'AccountID="972592891005",SessionID="0x88aab6c",LocalAddress="IPV4/UDP/92.28.73.180/'
+            '5060",RemoteAddress="IPV4/UDP/198.51.100.16/5084",Challenge="41d26de5",'
+            'ReceivedChallenge="41d26de5",ReceivedHash="7a6a3a2e95a05260aee612896e1b4a39"',
+            'EventTV="x",Severity="Error",Service="SIP",EventVersion="2",AccountID="100",'
+            'SessionID="0x1",LocalAddress="IPV4/UDP/192.0.2.1/5060",RemoteAddress="IPV4/UDP/'
+            '198.51.100.17/5060",Challenge="41d26de5",ReceivedChallenge="41d26de6",'
+            'ReceivedHash="7a"',
+            # PJSIP-style nonces; TCP proves the address but not an unanswered challenge
+            'Service="PJSIP",AccountID="101",SessionID="a-b",LocalAddress="IPV4/TCP/192.0.2.1/'
+            '5060",RemoteAddress="IPV4/TCP/198.51.100.18/5060",Challenge="1569024763/510a",'
+            'ReceivedChallenge="1569024763/510a",ReceivedHash="8e"',
+            'Service="PJSIP",AccountID="102",SessionID="a-b",LocalAddress="IPV4/TCP/192.0.2.1/'
+            '5060",RemoteAddress="IPV4/TCP/198.51.100.19/5060",Challenge="1569024763/510a",'
+            'ReceivedChallenge="1569024763/510b",ReceivedHash="8e"',
+            # IPv6; no challenge fields at all; both empty (nothing was answered)
+            'Service="SIP",AccountID="103",RemoteAddress="IPV6/UDP/2001:db8::10/5060",'
+            'Challenge="0a",ReceivedChallenge="0a"',
+            'Service="SIP",AccountID="104",RemoteAddress="IPV4/UDP/198.51.100.20/5060"',
+            'Service="SIP",AccountID="105",RemoteAddress="IPV4/UDP/198.51.100.21/5060",'
+            'Challenge="",ReceivedChallenge="",ReceivedHash=""',
+        )
+    ),
 ]
 
 
@@ -159,6 +187,27 @@ def test_tricky_freeswitch_and_kamailio_lines_give_what_python_gives(
     fmt: LogFormat, line: str
 ) -> None:
     same(fmt, (line + "\n").encode())
+
+
+def test_invalid_password_counts_as_credentialed_only_with_our_challenge_answered() -> None:
+    """Read in C, and checked here apart from the Python path: an InvalidPassword whose
+    ReceivedChallenge is not our Challenge is a plain failure, over TCP too."""
+    lines = [line for line in TYPICAL if "InvalidPassword" in line]
+    before = deferred(AST)
+    got = same(AST, ("\n".join(lines) + "\n").encode())
+    assert deferred(AST) == before
+    cred, plain = EventKind.AUTH_FAILED_WITH_CREDENTIALS, EventKind.AUTH_FAILED
+    assert [(ev.kind, ev.verified) for _, ev in got] == [
+        (cred, True),
+        (plain, False),
+        (cred, True),
+        (plain, False),  # TCP, yet our challenge was not answered
+        (cred, True),
+        (plain, False),
+        (plain, False),
+    ]
+    assert {ev.detail for _, ev in got} == {"InvalidPassword"}
+    assert [ev.account for _, ev in got] == ["972592891005"] + [str(i) for i in range(100, 106)]
 
 
 def test_typical_flood_lines_are_read_in_c_and_equal_python() -> None:
@@ -228,9 +277,66 @@ TRICKY = [
     "extension '1' rejected because extension not found in context 'a'",
     "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (abc:1) to "
     "extension '1' rejected because extension not found in context 'a'",
-    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
+    # InvalidPassword's challenge check: Python's regex takes the first
+    # ,Challenge="..",ReceivedChallenge=".." anywhere in the line (attacker text too)
+    *(
+        '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
+        + tail
+        for tail in (
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="abc",'
+            'ReceivedChallenge="abcd"',  # one a prefix of the other
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="abcd",'
+            'ReceivedChallenge="abc"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="A"',  # case matters
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a" ,'
+            'ReceivedChallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",ReceivedChallenge="a",'
+            'Challenge="a"',  # the wrong order
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",challenge="a",'
+            'receivedchallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="b",ReceivedChallenge="a"',  # a second answer
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="b",'
+            'ReceivedChallenge="c",Challenge="a",ReceivedChallenge="a"',  # the first decides
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="a',  # truncated
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",Received',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a,'
+            'ReceivedChallenge="a"',  # an unterminated value swallows the next field
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge=a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge=",'
+            'ReceivedChallenge=",ReceivedChallenge=""',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="a\u00e9"',  # not ASCII: handed back
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a\t",'
+            'ReceivedChallenge="a\t"',  # a control character: handed back
+            # a matching pair in the attacker's AccountID, ahead of Asterisk's own fields
+            'AccountID="x",Challenge="a",ReceivedChallenge="a",x="",SessionID="1",'
+            'RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="b",ReceivedChallenge="c"',
+            'AccountID=",Challenge=",ReceivedChallenge="",RemoteAddress="IPV4/UDP/'
+            '198.51.100.13/5060",Challenge="b",ReceivedChallenge="b"',
+            # a second address (the injection check), a second event name, another event
+            'AccountID="RemoteAddress=",RemoteAddress="IPV4/UDP/198.51.100.13/5060",'
+            'Challenge="a",ReceivedChallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="a",RemoteAddress="IPV4/UDP/203.0.113.9/5060"',
+            'SecurityEvent="InvalidAccountID",RemoteAddress="IPV4/UDP/198.51.100.13/5060",'
+            'Challenge="a",ReceivedChallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/TLS/198.51.100.13/5061",Challenge="a",'
+            'ReceivedChallenge="b"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060"' + ',Challenge="a"' * 40,
+        )
+    ),
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword"'
+    ',Challenge="a",ReceivedChallenge="a"',  # no address
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPasswordX",'
     'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
-    'ReceivedChallenge="a"',  # no template (the challenge check): handed back
+    'ReceivedChallenge="a"',
     '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="SomethingNew",'
     'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060"',
     '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
@@ -332,6 +438,12 @@ FRAGMENTS = [
     'AccountID="',
     ',RemoteAddress="IPV4/UDP/203.0.113.9/5060"',
     ',RemoteAddress="IPV6/TCP/2001:db8::9/1"',
+    'SecurityEvent="InvalidPassword"',
+    ',Challenge="',
+    ',Challenge="a"',
+    '",ReceivedChallenge="',
+    ',ReceivedChallenge="a"',
+    ',Challenge="a",ReceivedChallenge="a"',
     "RemoteAddress=",
     "IPV4/",
     "IPV6/",

@@ -54,6 +54,21 @@ _SEC_TAIL = (
     r',RemoteAddress="IPV[46]/(?P<proto>\w+)/(?P<addr>[^/"]+)/(?P<port>\d+)"'
 )
 _SEC_ADDR = re.compile(r'RemoteAddress="IPV[46]/\w+/(?P<addr>[^/"]+)/\d+"')
+_SEC_FAST = (
+    lit('SecurityEvent="', "unique"),
+    fld("reason", "word"),
+    lit('"'),
+    opt('AccountID="', "account", '"'),
+    lit(',RemoteAddress="IPV', "unique"),
+    fld("", "4or6"),
+    lit("/"),
+    fld("proto", "word"),
+    lit("/"),
+    fld("addr", "noslashdq"),
+    lit("/"),
+    fld("port", "digits"),
+    lit('"'),
+)
 
 RULES = (
     Rule(
@@ -123,7 +138,9 @@ RULES = (
         ),
     ),
     # InvalidPassword proves the challenge was seen only when ReceivedChallenge equals the
-    # Challenge Asterisk sent; otherwise it is a plain failure.
+    # Challenge Asterisk sent; otherwise it is a plain failure. The template is the other
+    # security events' (a reason other than InvalidPassword is outside the table: handed
+    # back); the challenge check is made on the whole line, in C as in Python.
     Rule(
         'SecurityEvent="InvalidPassword"',
         re.compile(r'SecurityEvent="(?P<reason>InvalidPassword)"' + _SEC_TAIL),
@@ -131,6 +148,7 @@ RULES = (
         candidates=_SEC_ADDR,
         repeat="RemoteAddress=",
         challenge_check=True,
+        fast=_SEC_FAST,
     ),
     Rule(
         'SecurityEvent="',
@@ -138,21 +156,7 @@ RULES = (
         _SECURITY,
         candidates=_SEC_ADDR,
         repeat="RemoteAddress=",
-        fast=(
-            lit('SecurityEvent="', "unique"),
-            fld("reason", "word"),
-            lit('"'),
-            opt('AccountID="', "account", '"'),
-            lit(',RemoteAddress="IPV', "unique"),
-            fld("", "4or6"),
-            lit("/"),
-            fld("proto", "word"),
-            lit("/"),
-            fld("addr", "noslashdq"),
-            lit("/"),
-            fld("port", "digits"),
-            lit('"'),
-        ),
+        fast=_SEC_FAST,
     ),
     # AMI (manager.c) runs over TCP: the handshake proves the address.
     Rule(
