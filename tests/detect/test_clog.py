@@ -123,6 +123,31 @@ TYPICAL = [
             'Challenge="",ReceivedChallenge="",ReceivedHash=""',
         )
     ),
+    # AMI, IAX2, chan_sip's "hacking attempt" and the dialplan's rejection (the wording of
+    # fail2ban's test log, and variants)
+    "[2024-05-01 10:00:09] NOTICE[22382] manager.c: 192.0.2.1 failed to authenticate as 'admin'",
+    "[2024-05-01 10:00:09] NOTICE [22382] manager.c: 2001:db8::2 failed to authenticate as "
+    "'it's me'",
+    "[2024-05-01 10:00:09] NOTICE[31554] manager.c: 192.0.2.4 tried to authenticate with "
+    "nonexistent user 'opennms'",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: Host 1.2.3.4 failed MD5 authentication "
+    "for 'Fail2ban' (e7df7cd2ca07f4f1ab415d457a6e1c13 != 53ac4bc41ee4ec77888ed4aa50677247)",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: Host 2001:db8::3 failed MD5 "
+    "authentication for '' (a != b)",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: No registration for peer 'Fail2ban' "
+    "(from 1.2.3.4)",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: No registration for peer 'a' (from b)' "
+    "(from 198.51.100.30)",
+    "[2024-05-01 10:00:11] NOTICE[3453] chan_sip.c: hacking attempt detected '192.168.2.102'",
+    "[2024-05-01 10:00:11] NOTICE[3453] chan_sip.c: hacking attempt detected '[2001:db8::4]:5060'",
+    '[2024-05-01 10:00:12] WARNING[6756][C-0000001d] Ext. s: "Rejecting unknown SIP '
+    'connection from 192.168.55.152"',
+    '[2024-05-01 10:00:12] WARNING[8447][C-00000244] Ext. s: "Rejecting unknown SIP '
+    'connection from 192.168.55.152:52126"',
+    '[2024-05-01 10:00:12] WARNING[1][C-1] Ext. s: "Rejecting unknown SIP connection from '
+    '[2001:db8::1]:5060"',
+    "Mar  1 15:35:53 pbx asterisk[2350]: WARNING[1195][C-00000b43]: Ext. s:6 in @ "
+    'from-sip-external: "Rejecting unknown SIP connection from 192.0.2.2"',
 ]
 
 
@@ -337,6 +362,50 @@ TRICKY = [
     '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPasswordX",'
     'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
     'ReceivedChallenge="a"',
+    # AMI: a second "manager.c: ", no closing quote, a second event's wording, not an address
+    *(
+        "[2024-05-01 10:00:09] NOTICE[1] " + tail
+        for tail in (
+            "manager.c: manager.c: 192.0.2.1 failed to authenticate as 'a'",
+            "manager.c: 192.0.2.1 failed to authenticate as '",
+            "manager.c: 192.0.2.1 failed to authenticate as 'a",
+            "manager.c: 192.0.2.1  failed to authenticate as 'a'",
+            "manager.c: 192.0.2.1x failed to authenticate as 'a'",
+            "manager.c: 1.2.3 failed to authenticate as 'a'",
+            "manager.c: 192.0.2.1 failed to authenticate as 'a' manager.c: 192.0.2.2 failed "
+            "to authenticate as 'b'",
+            "manager.c: 192.0.2.1 tried to authenticate with nonexistent user 'a' failed to "
+            "authenticate as 'b'",
+            "manager.c: 192.0.2.1 failed to authenticate as 'a' tried to authenticate with "
+            "nonexistent user 'b'",
+            "manager.c: : failed to authenticate as 'a'",
+            "Host 192.0.2.1 failed to authenticate as 'a'",  # the other rule's wording
+            "Host 192.0.2.1 failed MD5 authentication for 'a'b' (x)",
+            "Host 192.0.2.1 failed MD5 authentication for 'a",
+            "Host Host 192.0.2.1 failed MD5 authentication for 'a'",
+            "Host 192.0.2.1 failed MD5 authentication for 'Host 1.2.3.4 failed MD5 "
+            "authentication for 'b'",
+            "No registration for peer 'a' (from 192.0.2.1) ",
+            "No registration for peer 'a' (from 192.0.2.1))",
+            "No registration for peer 'a' (from 192.0.2.1)x",
+            "No registration for peer 'a' (from 192.0.2.1",
+            "No registration for peer 'a (from 192.0.2.1)",
+            "No registration for peer 'No registration for peer 'a' (from 192.0.2.1)",
+            "chan_sip.c: hacking attempt detected '192.0.2.1:5060'",
+            "chan_sip.c: hacking attempt detected '192.0.2.1",
+            "chan_sip.c: hacking attempt detected ''",
+            "chan_sip.c: hacking attempt detected '[::1'",
+            "chan_sip.c: hacking attempt detected '[::1]:'",
+            "chan_sip.c: hacking attempt detected '192.0.2.1' hacking attempt detected '1.2.3.4'",
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1" ',
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1"x"',
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1:99999"',
+            'Ext. s: "Rejecting unknown SIP connection from [2001:db8::1]"',
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1:"',
+            "Ext. s: Rejecting unknown SIP connection from 192.0.2.1",
+            'Ext. s: ""Rejecting unknown SIP connection from 192.0.2.1"',
+        )
+    ),
     '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="SomethingNew",'
     'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060"',
     '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
@@ -378,10 +447,11 @@ def test_a_tricky_line_gives_what_python_gives(line: str) -> None:
 
 def test_stamps_agree_in_another_zone_and_across_many_seconds() -> None:
     lines = []
+    heads = [line for line in TYPICAL if line.startswith("[")]  # "[stamp] ..." lines
     t = datetime(2024, 12, 31, 23, 58, 0)
     for i in range(3000):
         t += timedelta(seconds=random.Random(i).choice([0, 0, 1, 7]))
-        lines.append(f"[{t:%Y-%m-%d %H:%M:%S}] " + TYPICAL[i % len(TYPICAL)].split("] ", 1)[1])
+        lines.append(f"[{t:%Y-%m-%d %H:%M:%S}] " + heads[i % len(heads)].split("] ", 1)[1])
     data = ("\n".join(lines) + "\n").encode()
     got = same(AST, data, tz=timezone(timedelta(hours=-5)))
     assert len({ev.time for _, ev in got}) > 1000
@@ -465,6 +535,12 @@ FRAGMENTS = [
     " failed to authenticate as '",
     "No registration for peer '",
     "hacking attempt detected '",
+    "manager.c: ",
+    "Host ",
+    " tried to authenticate with nonexistent user '",
+    " failed MD5 authentication for '",
+    "' (from ",
+    '"Rejecting unknown SIP connection from ',
 ]
 
 

@@ -165,6 +165,13 @@ RULES = (
             r"manager\.c: (?P<addr>[0-9a-fA-F:.]+) failed to authenticate as '(?P<account>.*)'"
         ),
         {"": _CRED},
+        fast=(
+            lit("manager.c: ", "unique"),
+            fld("addr", "addr"),
+            lit(" failed to authenticate as '"),
+            fld("account", "any"),
+            lit("'", "last"),
+        ),
     ),
     Rule(
         " failed to authenticate as '",
@@ -178,6 +185,13 @@ RULES = (
             r"user '(?P<account>.*)'"
         ),
         {"": (K.UNKNOWN_ACCOUNT, True)},
+        fast=(
+            lit("manager.c: ", "unique"),
+            fld("addr", "addr"),
+            lit(" tried to authenticate with nonexistent user '"),
+            fld("account", "any"),
+            lit("'", "last"),
+        ),
     ),
     # IAX2 MD5: a spoofer's answer fails the same way, so this proves nothing.
     Rule(
@@ -186,6 +200,13 @@ RULES = (
             r"Host (?P<addr>[0-9a-fA-F:.]+) failed MD5 authentication for '(?P<account>[^']*)'"
         ),
         {"": (K.AUTH_FAILED, False)},
+        fast=(
+            lit("Host ", "unique"),
+            fld("addr", "addr"),
+            lit(" failed MD5 authentication for '"),
+            fld("account", "noquote0"),
+            lit("'"),
+        ),
     ),
     Rule(
         "No registration for peer '",
@@ -193,16 +214,37 @@ RULES = (
             r"No registration for peer '(?P<account>.*)' \(from (?P<addr>[0-9a-fA-F:.]+)\)$"
         ),
         {"": (K.UNKNOWN_ACCOUNT, False)},
+        fast=(
+            lit("No registration for peer '", "unique"),
+            fld("account", "any"),
+            lit("' (from ", "last"),
+            fld("addr", "addr"),
+            lit(")"),
+            fld("", "empty"),
+            end(),
+        ),
     ),
     Rule(
         "hacking attempt detected '",
         re.compile(r"chan_sip\.c: hacking attempt detected '" + _HOSTPORT + "'"),
         _ONE,
+        fast=(
+            lit("chan_sip.c: hacking attempt detected '", "unique"),
+            fld("hostport", "hostport"),
+            lit("'"),
+        ),
     ),
     Rule(
         "Rejecting unknown SIP connection from ",
         re.compile(r'"Rejecting unknown SIP connection from ' + _HOSTPORT + '"$'),
         _ONE,
+        fast=(
+            lit('"Rejecting unknown SIP connection from ', "unique"),
+            fld("hostport", "hostport"),
+            lit('"'),
+            fld("", "empty"),
+            end(),
+        ),
     ),
 )
 
