@@ -1,8 +1,14 @@
 # logscan throughput against fail2ban-regex on the same generated 200k-line Asterisk log,
-# for two mixes: half failure lines (a brute force plus a scan from 2,000 sources, what the
-# log looks like under attack) and one line in ten. Both the prefilter (ordinary Asterisk
-# chatter) and the per-line parse are exercised. In CPU seconds, pinned to one core (the
-# machine is shared):
+# for several mixes of lines (MIXES): the bench's own, half failure lines (a brute force
+# plus a scan from 2,000 sources, what the log looks like under attack) and one line in
+# ten; half the lines security-log InvalidPassword events with challenge fields (a quarter
+# of them with a ReceivedChallenge that is not ours); and half the lines drawn from every
+# Asterisk failure the filter and logscan both read (chan_sip, PJSIP, each security event
+# kind, AMI, IAX2, the dialplan's "Rejecting unknown SIP connection"); and those two with
+# every line a failure. fail2ban's stock asterisk filter matches exactly the lines logscan
+# makes events of: the bench checks that its count of matched lines equals ours. Both the
+# prefilter (ordinary Asterisk chatter) and the per-line parse are exercised. In CPU
+# seconds, pinned to one core (the machine is shared):
 #   in-process     read + parse + the policy (no output), best of 3, as logscan does it
 #                  (the C scanner when built); also split into read + parse alone and the
 #                  policy alone (over the same events), and read + parse in Python alone
@@ -67,13 +73,75 @@ ATTACK = (
 )
 
 
-def make_log(path: Path, lines: int, attack: float = 0.5, seed: int = 7) -> None:
+# Security-log InvalidPassword as chan_sip and PJSIP write it: with our Challenge and the
+# ReceivedChallenge of the request (equal: the sender saw our challenge, a credentialed
+# failure; different: a plain one).
+INVALID_PASSWORD = (
+    'SECURITY[{pid}] res_security_log.c: SecurityEvent="InvalidPassword",EventTV='
+    '"2024-05-01T10:00:00.000+0000",Severity="Error",Service="SIP",EventVersion="2",'
+    'AccountID="{ext}",SessionID="0x7f{c:08x}",LocalAddress="IPV4/UDP/203.0.113.1/5060",'
+    'RemoteAddress="IPV4/UDP/{ip}/{port}",Challenge="{n:08x}",ReceivedChallenge="{n:08x}",'
+    'ReceivedHash="{h:032x}"',
+    'SECURITY[{pid}] res_security_log.c: SecurityEvent="InvalidPassword",EventTV='
+    '"2024-05-01T10:00:00.000+0000",Severity="Error",Service="PJSIP",EventVersion="2",'
+    'AccountID="{ext}",SessionID="{c:08x}-{h:032x}",LocalAddress="IPV4/TCP/203.0.113.1/'
+    '5060",RemoteAddress="IPV4/TCP/{ip}/{port}",Challenge="{n:08x}/{h:032x}",'
+    'ReceivedChallenge="{n:08x}/{h:032x}",ReceivedHash="{h:032x}"',
+    'SECURITY[{pid}] res_security_log.c: SecurityEvent="InvalidPassword",EventTV='
+    '"2024-05-01T10:00:00.000+0000",Severity="Error",Service="SIP",EventVersion="2",'
+    'AccountID="{ext}",SessionID="0x7f{c:08x}",LocalAddress="IPV4/UDP/203.0.113.1/5060",'
+    'RemoteAddress="IPV4/UDP/{ip}/{port}",Challenge="{n:08x}",ReceivedChallenge="{m:08x}",'
+    'ReceivedHash="{h:032x}"',
+)
+# Every other failure both fail2ban's filter and logscan read, in the wording of
+# fail2ban's own test log where it has one.
+OTHERS = (
+    "NOTICE[{pid}] chan_sip.c: Registration from '<sip:{ext}@203.0.113.1>' failed for "
+    "'{ip}:{port}' - Device does not match ACL",
+    "NOTICE[{pid}] res_pjsip/pjsip_distributor.c: Request 'INVITE' from "
+    "'<sip:{ext}@203.0.113.1>' failed for '{ip}:{port}' (callid: {c:08x}) - No matching "
+    "endpoint found",
+    'SECURITY[{pid}] res_security_log.c: SecurityEvent="ChallengeResponseFailed",EventTV='
+    '"2024-05-01T10:00:00.000+0000",Severity="Error",Service="PJSIP",EventVersion="1",'
+    'AccountID="<unknown>",SessionID="{c:08x}-{h:032x}",LocalAddress="IPV4/UDP/203.0.113.1/'
+    '5060",RemoteAddress="IPV4/UDP/{ip}/{port}",Challenge="{n}/{h:032x}",'
+    'Response="{h:032x}",ExpectedResponse=""',
+    'SECURITY[{pid}] res_security_log.c: SecurityEvent="FailedACL",EventTV="2024-05-01T10:'
+    '00:00.000+0000",Severity="Error",Service="SIP",EventVersion="1",AccountID="{ext}",'
+    'SessionID="0x7f{c:08x}",LocalAddress="IPV4/UDP/203.0.113.1/5060",RemoteAddress='
+    '"IPV4/UDP/{ip}/{port}",ACLName="no_extension_match"',
+    "NOTICE[{pid}] manager.c: {ip} failed to authenticate as 'admin{ext}'",
+    "NOTICE[{pid}] manager.c: {ip} tried to authenticate with nonexistent user 'op{ext}'",
+    "NOTICE[{pid}] chan_iax2.c: Host {ip} failed MD5 authentication for '{ext}' "
+    "({h:032x} != {n:032x})",
+    "NOTICE[{pid}] chan_iax2.c: No registration for peer '{ext}' (from {ip})",
+    "NOTICE[{pid}] chan_sip.c: hacking attempt detected '{ip}'",
+    'WARNING[{pid}][C-0000{c:04x}] Ext. s: "Rejecting unknown SIP connection from {ip}:{port}"',
+)
+# name -> (share of failure lines, the failure lines to draw from)
+MIXES: dict[str, tuple[float, tuple[str, ...]]] = {
+    "bench-50": (0.5, ATTACK),
+    "bench-10": (0.1, ATTACK),
+    "invalidpassword-50": (0.5, INVALID_PASSWORD + INVALID_PASSWORD[:1]),
+    "all-50": (0.5, ATTACK + INVALID_PASSWORD + OTHERS),
+    # every line a failure: the least in our favour (fail2ban's cost per line varies little)
+    "invalidpassword-100": (1.0, INVALID_PASSWORD + INVALID_PASSWORD[:1]),
+    "all-100": (1.0, ATTACK + INVALID_PASSWORD + OTHERS),
+}
+
+
+def make_log(
+    path: Path, lines: int, attack: float = 0.5, seed: int = 7, failures: tuple[str, ...] = ATTACK
+) -> None:
     rnd = random.Random(seed)
     ips = [f"198.51.{rnd.randrange(256)}.{rnd.randrange(1, 255)}" for _ in range(2000)]
     out = []
     for i in range(lines):
         t = f"[2024-05-01 {10 + i // 36000:02d}:{i // 600 % 60:02d}:{i // 10 % 60:02d}] "
-        tmpl = rnd.choice(ATTACK) if rnd.random() < attack else rnd.choice(NOISE)
+        tmpl = rnd.choice(failures) if rnd.random() < attack else rnd.choice(NOISE)
+        extra = {}
+        if "{n" in tmpl:  # (drawn only here: the bench's own mixes stay as they were)
+            extra = {"n": rnd.getrandbits(32), "m": rnd.getrandbits(32), "h": rnd.getrandbits(128)}
         out.append(
             t
             + tmpl.format(
@@ -84,6 +152,7 @@ def make_log(path: Path, lines: int, attack: float = 0.5, seed: int = 7) -> None
                 o=rnd.randrange(2, 250),
                 ip=rnd.choice(ips),
                 port=rnd.randrange(1024, 65535),
+                **extra,
             )
         )
     path.write_text("\n".join(out) + "\n")
@@ -168,16 +237,22 @@ def policy_only(events: list[Event]) -> float:
     return time.process_time() - t0
 
 
-def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, object]:
-    make_log(log, lines, attack)
+def one_mix(log: Path, lines: int, name: str, fail2ban: bool) -> dict[str, object]:
+    attack, failures = MIXES[name]
+    make_log(log, lines, attack, failures=failures)
+    scanner = FORMATS["asterisk"]._scanner
+    handed_back = scanner.deferred if scanner is not None else 0
     best, events = min(in_process(log) for _ in range(3))
+    handed_back = (scanner.deferred - handed_back) // 3 if scanner is not None else lines
     parse_s, evs = min((parse_only(log) for _ in range(3)), key=lambda r: r[0])
     policy_s = min(policy_only(evs) for _ in range(3))
     json_s = min(json_only(log, evs) for _ in range(3))
     python_s = min(parse_python(log) for _ in range(3))
     fig: dict[str, object] = {
+        "mix": name,
         "failure_share": attack,
         "events": events,
+        "c_scanner_handed_back_lines": handed_back,
         "c_scanner": FORMATS["asterisk"].accelerated,
         "in_process_lines_per_cpu_s": round(lines / best),
         "in_process_parse_only_lines_per_cpu_s": round(lines / parse_s),
@@ -199,6 +274,8 @@ def one_mix(log: Path, lines: int, attack: float, fail2ban: bool) -> dict[str, o
         filt = "/etc/fail2ban/filter.d/asterisk.conf"
         cpu_f, wall_f, out = best_child([f2b, str(log), filt], 1)
         summary = next((ln for ln in out.splitlines() if ln.startswith("Lines:")), "")
+        matched = summary.split(" lines, ")[1].split(" ignored, ")[1].split(" matched")[0]
+        assert int(matched) == events, f"fail2ban-regex matched other lines: {summary}"
         fig["fail2ban_regex_lines_per_cpu_s"] = round(lines / cpu_f)
         fig["fail2ban_regex_wall_s"] = round(wall_f, 2)
         fig["fail2ban_regex_summary"] = summary.strip()
@@ -218,6 +295,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--lines", type=int, default=200_000)
     ap.add_argument("--no-fail2ban", action="store_true")
     ap.add_argument("--cpu", type=int, default=1, help="core to pin to (children inherit)")
+    ap.add_argument("--mix", action="append", choices=list(MIXES), help="only these mixes")
     args = ap.parse_args(argv)
     os.sched_setaffinity(0, {args.cpu})
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,7 +309,7 @@ def main(argv: list[str]) -> int:
             "pinned_cpu": args.cpu,
             "clock": "CPU seconds (process_time / child rusage): the machine is shared",
             "cli_startup_cpu_s": round(startup, 3),
-            "mixes": [one_mix(log, args.lines, a, not args.no_fail2ban) for a in (0.5, 0.1)],
+            "mixes": [one_mix(log, args.lines, m, not args.no_fail2ban) for m in args.mix or MIXES],
         }
         save("logscan", figures)
     return 0

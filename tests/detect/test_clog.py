@@ -95,6 +95,59 @@ TYPICAL = [
     'Service="AMI",SessionID="1",RemoteAddress="IPV6/UDP/2001:db8::e/5060"',
     '[2024-05-01 10:00:07] SECURITY[1] res_security_log.c: SecurityEvent="ChallengeSent",'
     'AccountID="",RemoteAddress="IPV4/UDP/198.51.100.15/5060",Challenge="z"',
+    *(
+        '[2024-05-01 10:00:08] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
+        + tail
+        for tail in (
+            # chan_sip: our nonce answered (credentialed), or another one (not)
+            'EventTV="1373098165-824497",Severity="Error",Service="SIP",EventVersion="2",'
+            'AccountID="972592891005",SessionID="0x88aab6c",LocalAddress="IPV4/UDP/92.28.73.180/'
+            '5060",RemoteAddress="IPV4/UDP/198.51.100.16/5084",Challenge="41d26de5",'
+            'ReceivedChallenge="41d26de5",ReceivedHash="7a6a3a2e95a05260aee612896e1b4a39"',
+            'EventTV="x",Severity="Error",Service="SIP",EventVersion="2",AccountID="100",'
+            'SessionID="0x1",LocalAddress="IPV4/UDP/192.0.2.1/5060",RemoteAddress="IPV4/UDP/'
+            '198.51.100.17/5060",Challenge="41d26de5",ReceivedChallenge="41d26de6",'
+            'ReceivedHash="7a"',
+            # PJSIP-style nonces; TCP proves the address but not an unanswered challenge
+            'Service="PJSIP",AccountID="101",SessionID="a-b",LocalAddress="IPV4/TCP/192.0.2.1/'
+            '5060",RemoteAddress="IPV4/TCP/198.51.100.18/5060",Challenge="1569024763/510a",'
+            'ReceivedChallenge="1569024763/510a",ReceivedHash="8e"',
+            'Service="PJSIP",AccountID="102",SessionID="a-b",LocalAddress="IPV4/TCP/192.0.2.1/'
+            '5060",RemoteAddress="IPV4/TCP/198.51.100.19/5060",Challenge="1569024763/510a",'
+            'ReceivedChallenge="1569024763/510b",ReceivedHash="8e"',
+            # IPv6; no challenge fields at all; both empty (nothing was answered)
+            'Service="SIP",AccountID="103",RemoteAddress="IPV6/UDP/2001:db8::10/5060",'
+            'Challenge="0a",ReceivedChallenge="0a"',
+            'Service="SIP",AccountID="104",RemoteAddress="IPV4/UDP/198.51.100.20/5060"',
+            'Service="SIP",AccountID="105",RemoteAddress="IPV4/UDP/198.51.100.21/5060",'
+            'Challenge="",ReceivedChallenge="",ReceivedHash=""',
+        )
+    ),
+    # AMI, IAX2, chan_sip's "hacking attempt" and the dialplan's rejection (the wording of
+    # fail2ban's test log, and variants)
+    "[2024-05-01 10:00:09] NOTICE[22382] manager.c: 192.0.2.1 failed to authenticate as 'admin'",
+    "[2024-05-01 10:00:09] NOTICE [22382] manager.c: 2001:db8::2 failed to authenticate as "
+    "'it's me'",
+    "[2024-05-01 10:00:09] NOTICE[31554] manager.c: 192.0.2.4 tried to authenticate with "
+    "nonexistent user 'opennms'",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: Host 1.2.3.4 failed MD5 authentication "
+    "for 'Fail2ban' (e7df7cd2ca07f4f1ab415d457a6e1c13 != 53ac4bc41ee4ec77888ed4aa50677247)",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: Host 2001:db8::3 failed MD5 "
+    "authentication for '' (a != b)",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: No registration for peer 'Fail2ban' "
+    "(from 1.2.3.4)",
+    "[2024-05-01 10:00:10] NOTICE[1638] chan_iax2.c: No registration for peer 'a' (from b)' "
+    "(from 198.51.100.30)",
+    "[2024-05-01 10:00:11] NOTICE[3453] chan_sip.c: hacking attempt detected '192.168.2.102'",
+    "[2024-05-01 10:00:11] NOTICE[3453] chan_sip.c: hacking attempt detected '[2001:db8::4]:5060'",
+    '[2024-05-01 10:00:12] WARNING[6756][C-0000001d] Ext. s: "Rejecting unknown SIP '
+    'connection from 192.168.55.152"',
+    '[2024-05-01 10:00:12] WARNING[8447][C-00000244] Ext. s: "Rejecting unknown SIP '
+    'connection from 192.168.55.152:52126"',
+    '[2024-05-01 10:00:12] WARNING[1][C-1] Ext. s: "Rejecting unknown SIP connection from '
+    '[2001:db8::1]:5060"',
+    "Mar  1 15:35:53 pbx asterisk[2350]: WARNING[1195][C-00000b43]: Ext. s:6 in @ "
+    'from-sip-external: "Rejecting unknown SIP connection from 192.0.2.2"',
 ]
 
 
@@ -159,6 +212,27 @@ def test_tricky_freeswitch_and_kamailio_lines_give_what_python_gives(
     fmt: LogFormat, line: str
 ) -> None:
     same(fmt, (line + "\n").encode())
+
+
+def test_invalid_password_counts_as_credentialed_only_with_our_challenge_answered() -> None:
+    """Read in C, and checked here apart from the Python path: an InvalidPassword whose
+    ReceivedChallenge is not our Challenge is a plain failure, over TCP too."""
+    lines = [line for line in TYPICAL if "InvalidPassword" in line]
+    before = deferred(AST)
+    got = same(AST, ("\n".join(lines) + "\n").encode())
+    assert deferred(AST) == before
+    cred, plain = EventKind.AUTH_FAILED_WITH_CREDENTIALS, EventKind.AUTH_FAILED
+    assert [(ev.kind, ev.verified) for _, ev in got] == [
+        (cred, True),
+        (plain, False),
+        (cred, True),
+        (plain, False),  # TCP, yet our challenge was not answered
+        (cred, True),
+        (plain, False),
+        (plain, False),
+    ]
+    assert {ev.detail for _, ev in got} == {"InvalidPassword"}
+    assert [ev.account for _, ev in got] == ["972592891005"] + [str(i) for i in range(100, 106)]
 
 
 def test_typical_flood_lines_are_read_in_c_and_equal_python() -> None:
@@ -228,9 +302,110 @@ TRICKY = [
     "extension '1' rejected because extension not found in context 'a'",
     "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (abc:1) to "
     "extension '1' rejected because extension not found in context 'a'",
-    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
+    # InvalidPassword's challenge check: Python's regex takes the first
+    # ,Challenge="..",ReceivedChallenge=".." anywhere in the line (attacker text too)
+    *(
+        '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
+        + tail
+        for tail in (
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="abc",'
+            'ReceivedChallenge="abcd"',  # one a prefix of the other
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="abcd",'
+            'ReceivedChallenge="abc"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="A"',  # case matters
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a" ,'
+            'ReceivedChallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",ReceivedChallenge="a",'
+            'Challenge="a"',  # the wrong order
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",challenge="a",'
+            'receivedchallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="b",ReceivedChallenge="a"',  # a second answer
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="b",'
+            'ReceivedChallenge="c",Challenge="a",ReceivedChallenge="a"',  # the first decides
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="a',  # truncated
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",Received',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a,'
+            'ReceivedChallenge="a"',  # an unterminated value swallows the next field
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge=a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge=",'
+            'ReceivedChallenge=",ReceivedChallenge=""',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="a\u00e9"',  # not ASCII: handed back
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a\t",'
+            'ReceivedChallenge="a\t"',  # a control character: handed back
+            # a matching pair in the attacker's AccountID, ahead of Asterisk's own fields
+            'AccountID="x",Challenge="a",ReceivedChallenge="a",x="",SessionID="1",'
+            'RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="b",ReceivedChallenge="c"',
+            'AccountID=",Challenge=",ReceivedChallenge="",RemoteAddress="IPV4/UDP/'
+            '198.51.100.13/5060",Challenge="b",ReceivedChallenge="b"',
+            # a second address (the injection check), a second event name, another event
+            'AccountID="RemoteAddress=",RemoteAddress="IPV4/UDP/198.51.100.13/5060",'
+            'Challenge="a",ReceivedChallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
+            'ReceivedChallenge="a",RemoteAddress="IPV4/UDP/203.0.113.9/5060"',
+            'SecurityEvent="InvalidAccountID",RemoteAddress="IPV4/UDP/198.51.100.13/5060",'
+            'Challenge="a",ReceivedChallenge="a"',
+            'AccountID="1",RemoteAddress="IPV4/TLS/198.51.100.13/5061",Challenge="a",'
+            'ReceivedChallenge="b"',
+            'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060"' + ',Challenge="a"' * 40,
+        )
+    ),
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword"'
+    ',Challenge="a",ReceivedChallenge="a"',  # no address
+    '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPasswordX",'
     'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a",'
-    'ReceivedChallenge="a"',  # no template (the challenge check): handed back
+    'ReceivedChallenge="a"',
+    # AMI: a second "manager.c: ", no closing quote, a second event's wording, not an address
+    *(
+        "[2024-05-01 10:00:09] NOTICE[1] " + tail
+        for tail in (
+            "manager.c: manager.c: 192.0.2.1 failed to authenticate as 'a'",
+            "manager.c: 192.0.2.1 failed to authenticate as '",
+            "manager.c: 192.0.2.1 failed to authenticate as 'a",
+            "manager.c: 192.0.2.1  failed to authenticate as 'a'",
+            "manager.c: 192.0.2.1x failed to authenticate as 'a'",
+            "manager.c: 1.2.3 failed to authenticate as 'a'",
+            "manager.c: 192.0.2.1 failed to authenticate as 'a' manager.c: 192.0.2.2 failed "
+            "to authenticate as 'b'",
+            "manager.c: 192.0.2.1 tried to authenticate with nonexistent user 'a' failed to "
+            "authenticate as 'b'",
+            "manager.c: 192.0.2.1 failed to authenticate as 'a' tried to authenticate with "
+            "nonexistent user 'b'",
+            "manager.c: : failed to authenticate as 'a'",
+            "Host 192.0.2.1 failed to authenticate as 'a'",  # the other rule's wording
+            "Host 192.0.2.1 failed MD5 authentication for 'a'b' (x)",
+            "Host 192.0.2.1 failed MD5 authentication for 'a",
+            "Host Host 192.0.2.1 failed MD5 authentication for 'a'",
+            "Host 192.0.2.1 failed MD5 authentication for 'Host 1.2.3.4 failed MD5 "
+            "authentication for 'b'",
+            "No registration for peer 'a' (from 192.0.2.1) ",
+            "No registration for peer 'a' (from 192.0.2.1))",
+            "No registration for peer 'a' (from 192.0.2.1)x",
+            "No registration for peer 'a' (from 192.0.2.1",
+            "No registration for peer 'a (from 192.0.2.1)",
+            "No registration for peer 'No registration for peer 'a' (from 192.0.2.1)",
+            "chan_sip.c: hacking attempt detected '192.0.2.1:5060'",
+            "chan_sip.c: hacking attempt detected '192.0.2.1",
+            "chan_sip.c: hacking attempt detected ''",
+            "chan_sip.c: hacking attempt detected '[::1'",
+            "chan_sip.c: hacking attempt detected '[::1]:'",
+            "chan_sip.c: hacking attempt detected '192.0.2.1' hacking attempt detected '1.2.3.4'",
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1" ',
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1"x"',
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1:99999"',
+            'Ext. s: "Rejecting unknown SIP connection from [2001:db8::1]"',
+            'Ext. s: "Rejecting unknown SIP connection from 192.0.2.1:"',
+            "Ext. s: Rejecting unknown SIP connection from 192.0.2.1",
+            'Ext. s: ""Rejecting unknown SIP connection from 192.0.2.1"',
+        )
+    ),
     '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="SomethingNew",'
     'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060"',
     '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidAccountID",'
@@ -272,10 +447,11 @@ def test_a_tricky_line_gives_what_python_gives(line: str) -> None:
 
 def test_stamps_agree_in_another_zone_and_across_many_seconds() -> None:
     lines = []
+    heads = [line for line in TYPICAL if line.startswith("[")]  # "[stamp] ..." lines
     t = datetime(2024, 12, 31, 23, 58, 0)
     for i in range(3000):
         t += timedelta(seconds=random.Random(i).choice([0, 0, 1, 7]))
-        lines.append(f"[{t:%Y-%m-%d %H:%M:%S}] " + TYPICAL[i % len(TYPICAL)].split("] ", 1)[1])
+        lines.append(f"[{t:%Y-%m-%d %H:%M:%S}] " + heads[i % len(heads)].split("] ", 1)[1])
     data = ("\n".join(lines) + "\n").encode()
     got = same(AST, data, tz=timezone(timedelta(hours=-5)))
     assert len({ev.time for _, ev in got}) > 1000
@@ -332,6 +508,12 @@ FRAGMENTS = [
     'AccountID="',
     ',RemoteAddress="IPV4/UDP/203.0.113.9/5060"',
     ',RemoteAddress="IPV6/TCP/2001:db8::9/1"',
+    'SecurityEvent="InvalidPassword"',
+    ',Challenge="',
+    ',Challenge="a"',
+    '",ReceivedChallenge="',
+    ',ReceivedChallenge="a"',
+    ',Challenge="a",ReceivedChallenge="a"',
     "RemoteAddress=",
     "IPV4/",
     "IPV6/",
@@ -353,6 +535,12 @@ FRAGMENTS = [
     " failed to authenticate as '",
     "No registration for peer '",
     "hacking attempt detected '",
+    "manager.c: ",
+    "Host ",
+    " tried to authenticate with nonexistent user '",
+    " failed MD5 authentication for '",
+    "' (from ",
+    '"Rejecting unknown SIP connection from ',
 ]
 
 

@@ -63,6 +63,7 @@ typedef struct {
     Step *steps;
     int nsteps; /* 0: no template, every line holding the marker is deferred */
     PyObject *outcomes, *only, *dflt; /* borrowed from the spec */
+    PyObject *unanswered; /* Py_None, or the outcome when our challenge was not answered */
     const char *repeat;               /* "" when the rule has no candidates check */
     Py_ssize_t rlen;
     int tcp_verifies, account_in_uri, has_reason, has_proto;
@@ -534,6 +535,32 @@ out:
     return got;
 }
 
+/* base._challenge_answered(): the leftmost match of
+ * ,Challenge="([^"]*)",ReceivedChallenge="([^"]*)" in the line (Asterisk's InvalidPassword:
+ * the challenge we sent, then the one the request answered), and its first group non-empty
+ * and equal to the second. [^"]* can only end at the next quote, so each start has one
+ * possible match: try each ",Challenge=\"" left to right, as the regex does. The line is
+ * the whole line (attacker text included), as Python searches it. */
+static int challenge_answered(const char *p, Py_ssize_t n)
+{
+    static const char open[] = ",Challenge=\"", mid[] = "\",ReceivedChallenge=\"";
+    const Py_ssize_t olen = sizeof open - 1, mlen = sizeof mid - 1;
+    const char *end = p + n, *q = p;
+    for (; (q = find(q, end - q, open, olen)) != NULL; q++) {
+        const char *ours = q + olen;
+        const char *e1 = memchr(ours, '"', (size_t)(end - ours));
+        if (e1 == NULL || end - e1 < mlen || memcmp(e1, mid, (size_t)mlen) != 0)
+            continue;
+        const char *theirs = e1 + mlen;
+        const char *e2 = memchr(theirs, '"', (size_t)(end - theirs));
+        if (e2 == NULL)
+            continue;
+        Py_ssize_t len = e1 - ours; /* the first match decides */
+        return len > 0 && e2 - theirs == len && memcmp(ours, theirs, (size_t)len) == 0;
+    }
+    return 0;
+}
+
 /* The Event for a matched line: a new reference, Py_None when the line must be deferred
  * (what apply() would answer with None, so the later rules would be tried), or NULL. */
 static PyObject *event_of(Scanner *self, const Rule *r, const char *p, Py_ssize_t n,
@@ -621,6 +648,11 @@ static PyObject *event_of(Scanner *self, const Rule *r, const char *p, Py_ssize_
     if (r->has_proto && r->tcp_verifies && m->start[G_PROTO] >= 0 &&
         is_stream(p + m->start[G_PROTO], m->len[G_PROTO]))
         verified = Py_True;
+    /* after the transport, as in apply(): an unanswered challenge proves nothing, TCP or not */
+    if (r->unanswered != Py_None && !challenge_answered(p, n)) {
+        kind = PyTuple_GET_ITEM(r->unanswered, 0);
+        verified = PyTuple_GET_ITEM(r->unanswered, 1);
+    }
 
     if (m->start[G_ACCOUNT] >= 0) {
         const char *a = p + m->start[G_ACCOUNT];
@@ -796,12 +828,12 @@ static int parse_step(PyObject *t, Step *s)
 }
 
 /* One rule: (marker, steps, outcomes, only, default, repeat, tcp_verifies, account_in_uri,
- * has_reason, has_proto). */
+ * has_reason, has_proto, unanswered). */
 static int parse_rule(PyObject *t, Rule *r)
 {
     PyObject *steps;
-    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 10) {
-        PyErr_SetString(PyExc_TypeError, "a rule is a 10-tuple");
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 11) {
+        PyErr_SetString(PyExc_TypeError, "a rule is an 11-tuple");
         return -1;
     }
     if (bytes_of(PyTuple_GET_ITEM(t, 0), &r->marker, &r->mlen) < 0 ||
@@ -811,6 +843,12 @@ static int parse_rule(PyObject *t, Rule *r)
     r->outcomes = PyTuple_GET_ITEM(t, 2);
     r->only = PyTuple_GET_ITEM(t, 3);
     r->dflt = PyTuple_GET_ITEM(t, 4);
+    r->unanswered = PyTuple_GET_ITEM(t, 10);
+    if (r->unanswered != Py_None &&
+        (!PyTuple_Check(r->unanswered) || PyTuple_GET_SIZE(r->unanswered) != 2)) {
+        PyErr_SetString(PyExc_TypeError, "unanswered: None or (EventKind, verified)");
+        return -1;
+    }
     if (!PyTuple_Check(steps) || !PyDict_Check(r->outcomes)) {
         PyErr_SetString(PyExc_TypeError, "steps are a tuple, outcomes a dict");
         return -1;

@@ -248,7 +248,7 @@ def _scanner(fmt: LogFormat) -> Scanner | None:
     rules = []
     for r in fmt.rules:
         regex_groups = set(r.regex.groupindex) & set(_GROUPS)
-        if r.fast and (r.challenge_check or _template_groups(r) != regex_groups):
+        if r.fast and _template_groups(r) != regex_groups:
             raise ValueError(f"{fmt.name} rule {r.marker!r}: its template and regex differ")
         rules.append(
             (
@@ -262,6 +262,7 @@ def _scanner(fmt: LogFormat) -> Scanner | None:
                 r.account_in_uri,
                 "reason" in regex_groups,
                 "proto" in regex_groups,
+                _UNANSWERED if r.challenge_check else None,
             )
         )
     if _CLOG is None:
@@ -335,7 +336,7 @@ def _compile(origin: str, rule: Rule) -> Apply:
             if proto is not None and proto.upper() in _STREAM:
                 verified = True
         if challenge_check and not _challenge_answered(line):
-            kind, verified = EventKind.AUTH_FAILED, False
+            kind, verified = _UNANSWERED
         if candidates is not None and line.count(repeat) > 1:
             found = [a for a in (_cand(c) for c in candidates.finditer(line)) if a is not None]
             if len(set(found)) > 1:
@@ -393,6 +394,9 @@ def _uri_account(raw: str) -> str:
     return clean(raw if u is None else u.group(1))
 
 
+# Asterisk's InvalidPassword without our challenge answered: a plain failure (the C scanner
+# reads the same outcome and makes the same check, _clog.c's challenge_answered()).
+_UNANSWERED: Outcome = (EventKind.AUTH_FAILED, False)
 _CHALLENGE = re.compile(r',Challenge="([^"]*)",ReceivedChallenge="([^"]*)"')
 
 
