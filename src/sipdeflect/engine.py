@@ -340,6 +340,32 @@ class Engine:
             self.manual[target] = dec
         return out
 
+    def remote_decision(self, dec: Decision, now: float) -> list[Decision]:
+        """A decision taken from another node (origin "fleet:NODE", already judged by
+        fleet.rules): a block is held like an operator's, unless this node protects the
+        target, its operator decided on it, or the engine blocks it itself; a release
+        undoes only what that same node asked for, never a local decision."""
+        held = self.manual.get(dec.target)
+        if dec.action is Action.RELEASE:
+            if held is None or held.origin != dec.origin:
+                return []
+            del self.manual[dec.target]
+            return [Decision(dec.target, Action.RELEASE, None, dec.origin, dec.reason, now)]
+        if self._protected_net(dec.target):
+            return []
+        if dec.target.num_addresses == 1:
+            addr = dec.target.network_address
+            src = self.sources.get(addr)
+            if self.protected(addr) or (src is not None and src.state is State.BLOCKED):
+                return []
+        if held is not None and (
+            not held.origin.startswith("fleet:")
+            or (held.action, held.until) == (dec.action, dec.until)
+        ):
+            return []  # the local operator's decision wins; a repeat changes nothing
+        self.manual[dec.target] = dec
+        return [dec]
+
     # -- state machine ---------------------------------------------------------------------
     def _fire(self, src: Source, trigger: Trigger, now: float, reason: str) -> list[Decision]:
         step = TRANSITIONS.get((src.state, trigger))
