@@ -9,7 +9,7 @@ import pytest
 
 from sipdeflect.decisions import Action, Decision, Level, single
 from sipdeflect.engine import Engine
-from sipdeflect.fleet.rules import Refused, Row, Rules, basis, judge, to_share
+from sipdeflect.fleet.rules import Refused, Row, Rules, basis, judge, latest, to_share
 
 NOW = 1_000_000.0
 RULES = Rules(node="pbx2")
@@ -151,3 +151,13 @@ def test_a_remote_release_never_touches_a_local_decision() -> None:
     assert isinstance(rel, Decision)
     assert e.remote_decision(rel, NOW) == []
     assert e.manual[single(A)].origin == "cli"
+
+
+def test_catching_up_applies_each_targets_outcome_not_every_step() -> None:
+    rows = [
+        row(seq=1, target="203.0.113.1/32"),
+        row(seq=2, target="203.0.113.2/32"),
+        row(seq=3, target="203.0.113.1/32", action="release", until=None),
+        row(seq=4, target="203.0.113.2/32", node="pbx3"),
+    ]
+    assert [r.seq for r in latest(rows)] == [2, 3, 4]

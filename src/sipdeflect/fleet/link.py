@@ -27,7 +27,7 @@ from sipdeflect.config import Fleet
 from sipdeflect.decisions import Address, Decision, Level
 from sipdeflect.errors import ConfigError
 from sipdeflect.fleet.outbox import Outbox, Pending
-from sipdeflect.fleet.rules import Refused, Row, Rules, judge, to_share
+from sipdeflect.fleet.rules import Refused, Row, Rules, judge, latest, to_share
 from sipdeflect.fleet.schema import migrate
 
 log = logging.getLogger("sipdeflect")
@@ -40,6 +40,13 @@ CONNECT_TIMEOUT = 5
 INSERT = (
     "INSERT INTO fleet_decisions (node, key, target, action, until, basis, reason, at) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (node, key) DO NOTHING"
+)
+# A node that has read nothing yet starts from what is in force: each (node, target)'s
+# latest row up to a sequence read in the same snapshot, releases left out.
+IN_FORCE = (
+    "SELECT * FROM (SELECT DISTINCT ON (node, target) seq, node, target, action, until, "
+    "basis, reason, at, extract(epoch FROM stored_at)::float8 FROM fleet_decisions "
+    "WHERE seq <= %s ORDER BY node, target, seq DESC) AS t WHERE action <> 'release' ORDER BY seq"
 )
 READ = (
     "SELECT seq, node, target, action, until, basis, reason, at, "
@@ -185,34 +192,54 @@ class FleetLink:
 
         await self._retrying("listen", body)
 
+    async def _load_in_force(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        async with conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur = await conn.execute("SELECT coalesce(max(seq), 0) FROM fleet_decisions")
+            top = await cur.fetchone()
+            upto = int(top[0]) if top else 0
+            cur = await conn.execute(IN_FORCE, (upto,))
+            rows = await cur.fetchall()
+        self._take(rows)
+        self.outbox.read_seq = upto
+        log.info("fleet: loaded %d shared decisions in force (up to seq %d)", len(rows), upto)
+
     async def _catch_up(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
+        if self.outbox.read_seq == 0:
+            await self._load_in_force(conn)
         for _ in range(10_000):  # bounded: 5M rows per wake-up at most
             cur = await conn.execute(READ, (self.outbox.read_seq, BATCH))
             rows = await cur.fetchall()
             if not rows:
                 self.behind = 0
                 return
-            now = self.clock()
-            accepted: list[Decision] = []
-            for r in rows:
-                row = Row(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
-                if row.node == self.rules.node:
-                    continue
-                self.received += 1
-                self.lag = max(0.0, now - float(r[8]))
-                verdict = judge(row, self.rules, now)
-                if isinstance(verdict, Refused):
-                    self.refused += 1
-                    log.warning("%s", verdict.line())
-                elif verdict is not None:
-                    accepted.append(verdict)
-            if accepted:
-                self.accepted += len(accepted)
-                self.deliver(accepted)
+            self._take(rows)
             self.outbox.read_seq = int(rows[-1][0])
             self.behind = len(rows) if len(rows) == BATCH else 0
             if len(rows) < BATCH:
                 return
+
+    def _take(self, rows: list[TupleRow]) -> None:
+        """Judge shared rows (others' only; each target's last) and deliver the accepted."""
+        now = self.clock()
+        theirs: list[Row] = []
+        for r in rows:
+            if r[1] == self.rules.node:
+                continue
+            theirs.append(Row(int(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]))
+            self.lag = max(0.0, now - float(r[8]))
+        self.received += len(theirs)
+        accepted: list[Decision] = []
+        for row in latest(theirs):
+            verdict = judge(row, self.rules, now)
+            if isinstance(verdict, Refused):
+                self.refused += 1
+                log.warning("%s", verdict.line())
+            elif verdict is not None:
+                accepted.append(verdict)
+        if accepted:
+            self.accepted += len(accepted)
+            self.deliver(accepted)
 
     async def _publishing(self) -> None:
         await self._ready.wait()  # the listener has migrated the schema

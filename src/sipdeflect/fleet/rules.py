@@ -125,6 +125,17 @@ def judge(row: Row, rules: Rules, now: float) -> Decision | Refused | None:
     return Decision(target, Action.BLOCK, float(row.until), origin, reason, now)
 
 
+def latest(rows: list[Row]) -> list[Row]:
+    """Only each (node, target)'s last row, in sequence order: catching up through a
+    stretch of history applies its outcome, not every step (a block released later in the
+    same stretch never reaches the firewall)."""
+    last: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        last.pop((r.node, r.target), None)  # re-insert: dict order follows the last seq
+        last[(r.node, r.target)] = r
+    return list(last.values())
+
+
 def _target(text: str, rules: Rules) -> Network | str:
     if not isinstance(text, str) or len(text) > 64:
         return "malformed address"
