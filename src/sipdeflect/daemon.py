@@ -189,10 +189,9 @@ class Daemon:
         for d in decisions:
             if d.action is not Action.RELEASE and d.target.num_addresses == 1:
                 addr = d.target.network_address
-                if self.verdicts.trusted(addr, now):
-                    log.info(
-                        "fleet: %s %s from %s not taken: shielded here", d.action, addr, d.origin
-                    )
+                if not self.engine.protected(addr) and self.verdicts.trusted(addr, now):
+                    why = "shielded here (the PBX accepted its login)"
+                    log.info("fleet: %s %s from %s not taken: %s", d.action, addr, d.origin, why)
                     continue
             taken = self.engine.remote_decision(d, now)
             if not taken and d.action is not Action.RELEASE:

@@ -112,6 +112,7 @@ class FleetLink:
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._down_since: float | None = None
+        self._loaded = False  # a fresh node's load of what is in force is done
 
     # -- called by the daemon on the loop's thread, right after the local commit ----------
     def offer(self, decisions: Sequence[Decision], levels: Mapping[Address, Level]) -> None:
@@ -200,13 +201,14 @@ class FleetLink:
             upto = int(top[0]) if top else 0
             cur = await conn.execute(IN_FORCE, (upto,))
             rows = await cur.fetchall()
-        self._take(rows)
+        taken = self._take(rows)
         self.outbox.read_seq = upto
-        log.info("fleet: loaded %d shared decisions in force (up to seq %d)", len(rows), upto)
+        log.info("fleet: fresh node: %d shared decisions in force taken (seq %d)", taken, upto)
 
     async def _catch_up(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
-        if self.outbox.read_seq == 0:
+        if self.outbox.read_seq == 0 and not self._loaded:
             await self._load_in_force(conn)
+            self._loaded = True
         for _ in range(10_000):  # bounded: 5M rows per wake-up at most
             cur = await conn.execute(READ, (self.outbox.read_seq, BATCH))
             rows = await cur.fetchall()
@@ -219,7 +221,7 @@ class FleetLink:
             if len(rows) < BATCH:
                 return
 
-    def _take(self, rows: list[TupleRow]) -> None:
+    def _take(self, rows: list[TupleRow]) -> int:
         """Judge shared rows (others' only; each target's last) and deliver the accepted."""
         now = self.clock()
         theirs: list[Row] = []
@@ -240,6 +242,7 @@ class FleetLink:
         if accepted:
             self.accepted += len(accepted)
             self.deliver(accepted)
+        return len(accepted)
 
     async def _publishing(self) -> None:
         await self._ready.wait()  # the listener has migrated the schema

@@ -1,0 +1,76 @@
+# Three PBXs sharing one fleet, for the fleet's end-to-end test and benchmark: three copies
+# of the single-PBX lab (pbxlab.py: Kamailio, `sipdeflect run`, an attacker host, a
+# customer, nftables counters as witnesses), each in its own namespaces, and one
+# throwaway PostgreSQL (lab/postgres.py) on a unix socket that all three daemons share.
+# Each PBX's attacker host carries the same addresses, so "the scanner" is one source
+# address that reaches every PBX over that PBX's own link, as a sweep across a provider's
+# PBXs would. Addresses are documentation ranges; every wait is bounded.
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sipdeflect.control import ControlError
+from sipdeflect.lab.pbxlab import PbxLab, pbx_lab
+from sipdeflect.lab.postgres import Postgres, postgres
+
+NODES = ("pbx1", "pbx2", "pbx3")
+
+
+def fleet_config(pg: Postgres, node: str, allow: Sequence[str] = ()) -> str:
+    listed = ", ".join(f'"{a}"' for a in allow)
+    return f"""
+[allow]
+addresses = [{listed}]
+[fleet]
+enabled = true
+dsn = "{pg.dsn}"
+node = "{node}"
+"""
+
+
+@dataclass
+class FleetLab:
+    pg: Postgres
+    labs: dict[str, PbxLab]
+
+    def start(self, allow: dict[str, Sequence[str]] | None = None) -> None:
+        for name, lab in self.labs.items():
+            extra = fleet_config(self.pg, name, (allow or {}).get(name, ()))
+            lab.config.write_text(lab.config.read_text() + extra)
+            lab.start_daemon()
+        for lab in self.labs.values():
+            if not self.wait(lambda lab=lab: bool(lab.status()["fleet"]["connected"]), 30):
+                raise ControlError(f"a daemon never reached the shared store: {lab.status()}")
+
+    @staticmethod
+    def wait(cond: Any, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with contextlib.suppress(ControlError, OSError, KeyError, TypeError):
+                if cond():
+                    return True
+            time.sleep(0.1)
+        with contextlib.suppress(ControlError, OSError, KeyError, TypeError):
+            return bool(cond())
+        return False
+
+    def fleet_history(self, node: str, addr: str, origin: str) -> list[dict[str, Any]]:
+        """The decisions ``node`` holds about ``addr`` that came from ``origin``."""
+        story = self.labs[node].show(addr)
+        return [h for h in story["history"] if h["origin"] == origin]
+
+
+@contextlib.contextmanager
+def fleet_lab(workdir: Path) -> Iterator[FleetLab]:
+    """PostgreSQL and three PBX labs (daemons not started: FleetLab.start does), all torn
+    down on exit."""
+    with postgres() as pg, contextlib.ExitStack() as stack:
+        labs = {}
+        for name in NODES:
+            labs[name] = stack.enter_context(pbx_lab(workdir / name))
+        yield FleetLab(pg, labs)
