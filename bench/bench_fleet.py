@@ -8,6 +8,11 @@
 #    from the first offer to the last one taken in on each receiver; the publisher's cost
 #    per decision: offer() alone (the outbox write on the daemon's loop) and all CPU of the
 #    publishing process (offer + publishing) divided by the count.
+# 3) --lab N (root): the three-PBX lab of tests/lab/test_fleet_e2e.py (three `sipdeflect
+#    run` daemons, Kamailio, one PostgreSQL); N operator blocks on PBX 1, 200 ms apart;
+#    for each, PBX 1's decision time -> the time PBX 2 and PBX 3 took it into their
+#    engines (their own `show` history; one host, one clock). The whole daemon path:
+#    local SQLite commit, outbox, PostgreSQL, NOTIFY, catch-up read, judge, engine.
 from __future__ import annotations
 
 import argparse
@@ -116,11 +121,36 @@ async def publish(link: FleetLink, singles: int, burst: int) -> dict[str, object
     }
 
 
+def lab_latency(n: int) -> dict[str, object]:
+    from sipdeflect.lab.fleetlab import fleet_lab  # root only: imported when asked
+
+    with tempfile.TemporaryDirectory(prefix="sdf-fleet-lab-") as tmp, fleet_lab(Path(tmp)) as lab:
+        lab.start()
+        p1 = lab.labs["pbx1"]
+        addrs = [str(ipaddress.ip_address("192.0.2.0") + 10 + i) for i in range(n)]
+        for a in addrs:
+            p1.control.call("block", target=a, duration="1h", reason="bench")
+            time.sleep(0.2)
+        out: dict[str, object] = {}
+        for node in ("pbx2", "pbx3"):
+            delays = []
+            for a in addrs:
+                ok = lab.wait(lambda a=a, node=node: lab.fleet_history(node, a, "fleet:pbx1"), 10)
+                if not ok:
+                    continue
+                mine = next(h for h in p1.show(a)["history"] if h["action"] == "block")["at"]
+                delays.append(lab.fleet_history(node, a, "fleet:pbx1")[0]["at"] - mine)
+            out[node] = {**stats(delays), "missing": n - len(delays)} if delays else None
+        return out
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="./dev bench fleet", description=__doc__)
     ap.add_argument("--singles", type=int, default=200)
     ap.add_argument("--burst", type=int, default=10_000)
+    ap.add_argument("--lab", type=int, default=0, help="operator blocks through the 3-PBX lab")
     args = ap.parse_args(argv)
+    lab = lab_latency(args.lab) if args.lab else None
     total = args.singles + args.burst
     with postgres() as pg, tempfile.TemporaryDirectory(prefix="sdf-fleet-bench-") as tmp:
         ctx = mp.get_context("spawn")
@@ -168,7 +198,9 @@ def main(argv: list[str]) -> int:
                 "burst_published_s": round(float(out["published_s"]), 3),  # type: ignore[arg-type]
             },
             "receivers": receivers,
-            "command": f"./dev bench fleet --singles {args.singles} --burst {args.burst}",
+            "lab_daemon_to_daemon": lab,
+            "command": f"./dev bench fleet --singles {args.singles} --burst {args.burst}"
+            + (f" --lab {args.lab}" if args.lab else ""),
         },
     )
     return 0
