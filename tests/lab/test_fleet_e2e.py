@@ -166,6 +166,19 @@ def test_postgres_killed_mid_attack_nodes_keep_enforcing_then_catch_up_once(
     assert rows(fleet, SCANNER)[-1][1] == "release"
 
 
+def test_a_fresh_node_loads_what_is_in_force(fleet: FleetLab) -> None:
+    p3 = fleet.labs["pbx3"]
+    p3.stop_daemon()
+    for name in ("state.db", "state.db-wal", "state.db-shm", "fleet.db", "fleet.db-wal"):
+        (p3.workdir / name).unlink(missing_ok=True)
+    p3.start_daemon()  # no local state at all: reconciles the firewall to nothing, then...
+    assert fleet.wait(lambda: blocked_elements(fleet, "pbx3", LATE) == 1, 15)  # ...in force
+    time.sleep(1.0)
+    assert blocked_elements(fleet, "pbx3", SCANNER) == 0  # released: not loaded
+    assert blocked_elements(fleet, "pbx3", CUSTOMER) == 0
+    assert [h["action"] for h in fleet.fleet_history("pbx3", LATE, "fleet:pbx1")] == ["block"]
+
+
 def test_fleet_status_lists_every_node(fleet: FleetLab) -> None:
     cfg = fleet.labs["pbx1"].config
     out = subprocess.run(
