@@ -45,6 +45,9 @@ def test_password_from_file_or_env_and_tls_keywords_pass_through(
         "/etc/ca.pem",
     )
     assert (d["host"], d["dbname"], d["user"]) == ("db.example.net", "fleet", "sdf")
+    assert d["tcp_user_timeout"] == "10000"  # a silent partition ends the link in seconds
+    mine = conninfo_to_dict(conninfo(Fleet(dsn="host=db tcp_user_timeout=3000")))
+    assert mine["tcp_user_timeout"] == "3000"  # ...unless the DSN says otherwise
     monkeypatch.setenv("SDF_PW", "from-env")
     kv = conninfo(Fleet(dsn="host=db dbname=fleet", password_env="SDF_PW"))
     assert conninfo_to_dict(kv)["password"] == "from-env"

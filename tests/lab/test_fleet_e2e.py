@@ -7,8 +7,6 @@ read with psql's driver. One lab serves every test of this module, in order."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -196,6 +194,36 @@ def test_postgres_killed_mid_attack_nodes_keep_enforcing_then_catch_up_once(
     assert rows(fleet, SCANNER)[-1][1] == "release"
 
 
+def test_a_silent_partition_cuts_one_node_off_and_it_catches_up_on_healing(
+    fleet: FleetLab,
+) -> None:
+    p1, p2 = fleet.labs["pbx1"], fleet.labs["pbx2"]
+    far, near = "203.0.113.150", "203.0.113.151"  # decided on PBX 1 / on PBX 2, cut off
+    fleet.cut("pbx2")  # PBX 2's packets to and from the database host are dropped
+    t0 = time.monotonic()
+    assert fleet.wait(lambda: not p2.status()["fleet"]["connected"], 45), p2.status()
+    print(f"pbx2 noticed the silent partition after {time.monotonic() - t0:.1f} s")
+    p1.control.call("block", target=far, duration="1h", reason="operator on pbx1")
+    assert fleet.wait(lambda: blocked_elements(fleet, "pbx3", far) == 1, 10)
+    p2.control.call("block", target=near, duration="1h", reason="operator on pbx2")
+    assert blocked_elements(fleet, "pbx2", near) == 1  # PBX 2 decides and enforces alone
+    assert p2.status()["fleet"]["queued"] >= 1
+    time.sleep(1.0)
+    assert blocked_elements(fleet, "pbx2", far) == 0  # nothing reaches it...
+    assert rows(fleet, near) == []  # ...and nothing leaves it
+
+    fleet.heal("pbx2")
+    assert fleet.wait(lambda: blocked_elements(fleet, "pbx2", far) == 1, 40)
+    for node in ("pbx1", "pbx3"):
+        assert fleet.wait(lambda n=node: blocked_elements(fleet, n, near) == 1, 20), node
+    assert fleet.wait(lambda: p2.status()["fleet"]["queued"] == 0, 10)
+    time.sleep(3.0)
+    assert [a for n, a, _ in rows(fleet, near)] == ["block"]  # published once
+    assert len(fleet.fleet_history("pbx2", far, "fleet:pbx1")) == 1  # taken in once
+    p1.control.call("release", target=far)
+    p2.control.call("release", target=near)
+
+
 def test_a_fresh_node_loads_what_is_in_force(fleet: FleetLab) -> None:
     p3 = fleet.labs["pbx3"]
     p3.stop_daemon()
@@ -211,15 +239,26 @@ def test_a_fresh_node_loads_what_is_in_force(fleet: FleetLab) -> None:
 
 def test_fleet_status_lists_every_node(fleet: FleetLab) -> None:
     cfg = fleet.labs["pbx1"].config
-    out = subprocess.run(
-        [sys.executable, "-m", "sipdeflect", "fleet", "status", "--config", str(cfg), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env={**os.environ},
-    ).stdout
+    argv = [sys.executable, "-m", "sipdeflect", "fleet", "status", "--config", str(cfg)]
+    out = fleet.labs["pbx1"].pbx.run([*argv, "--json"], timeout=60).stdout  # (PBX 1's link)
     st = json.loads(out)
+    table = fleet.labs["pbx1"].pbx.run(argv, timeout=60).stdout
+    assert all(n in table for n in ("pbx1", "pbx2", "pbx3", "mallory")), table
+    human = (
+        fleet.labs["pbx2"]
+        .pbx.run(
+            [
+                sys.executable,
+                "-m",
+                "sipdeflect",
+                "status",
+                "--socket",
+                str(fleet.labs["pbx2"].control.path),
+            ]
+        )
+        .stdout
+    )
+    assert "fleet node pbx2: connected" in human, human
     nodes = {n["node"]: n for n in st["nodes"]}
     assert set(nodes) == {"pbx1", "pbx2", "pbx3", "mallory"}
     # mallory wrote rows (the hostile ones) but never ran a node: no heartbeat

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from sipdeflect.config import Fleet
@@ -68,9 +68,25 @@ def node_name(cfg: Fleet) -> str:
     return cfg.node or socket.gethostname().split(".")[0] or "node"
 
 
+# A silent partition (packets dropped, no RST) must end a connection in seconds, not after
+# the kernel's default retransmissions (~15 min): unacknowledged data for 10 s, or an idle
+# link with 3 keepalives unanswered, closes it and the node goes on locally. (libpq
+# keywords; ignored on unix sockets; the DSN or [fleet] tls may set others.)
+LIVENESS = {
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+
+
 def conninfo(cfg: Fleet) -> str:
-    """The DSN with the password (from a file or the environment) and TLS keywords."""
-    extra: dict[str, Any] = dict(cfg.tls)
+    """The DSN with liveness defaults, the password (from a file or the environment) and
+    the TLS keywords."""
+    given = conninfo_to_dict(cfg.dsn)
+    extra: dict[str, Any] = {k: v for k, v in LIVENESS.items() if k not in given}
+    extra.update(cfg.tls)
     if cfg.password_file:
         try:
             extra["password"] = Path(cfg.password_file).read_text().splitlines()[0]

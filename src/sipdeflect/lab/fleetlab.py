@@ -1,13 +1,16 @@
 # Three PBXs sharing one fleet, for the fleet's end-to-end test and benchmark: three copies
 # of the single-PBX lab (pbxlab.py: Kamailio, `sipdeflect run`, an attacker host, a
 # customer, nftables counters as witnesses), each in its own namespaces, and one
-# throwaway PostgreSQL (lab/postgres.py) on a unix socket that all three daemons share.
+# throwaway PostgreSQL (lab/postgres.py) in a database host namespace with a link to each
+# PBX; each daemon reaches it over TCP on its own link (so a rule in one PBX's namespace
+# can cut that PBX off: a partition), the test itself over the server's unix socket.
 # Each PBX's attacker host carries the same addresses, so "the scanner" is one source
 # address that reaches every PBX over that PBX's own link, as a sweep across a provider's
 # PBXs would. Addresses are documentation ranges; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from sipdeflect.control import ControlError
+from sipdeflect.lab.netns import hosts, link
 from sipdeflect.lab.pbxlab import PbxLab, pbx_lab
 from sipdeflect.lab.postgres import Postgres, postgres
 
 NODES = ("pbx1", "pbx2", "pbx3")
+
+
+DB_ADDRS = {"pbx1": "192.0.2.1", "pbx2": "192.0.2.5", "pbx3": "192.0.2.9"}  # on the db host
 
 
 def fleet_config(pg: Postgres, node: str, allow: Sequence[str] = ()) -> str:
@@ -28,7 +35,7 @@ def fleet_config(pg: Postgres, node: str, allow: Sequence[str] = ()) -> str:
 addresses = [{listed}]
 [fleet]
 enabled = true
-dsn = "{pg.dsn}"
+dsn = "{pg.tcp_dsn(DB_ADDRS[node])}"
 node = "{node}"
 """
 
@@ -59,6 +66,19 @@ class FleetLab:
             return bool(cond())
         return False
 
+    def cut(self, node: str) -> None:
+        """A silent partition: ``node``'s namespace drops everything to and from the
+        database host (no RST, no ICMP: the link just goes quiet)."""
+        db = DB_ADDRS[node]
+        rules = f"""table inet sdfcut {{
+    chain out {{ type filter hook output priority 0; ip daddr {db} drop; }}
+    chain in {{ type filter hook input priority 0; ip saddr {db} drop; }}
+}}"""
+        self.labs[node].pbx.run(["nft", "-f", "-"], input_=rules)
+
+    def heal(self, node: str) -> None:
+        self.labs[node].pbx.run(["nft", "delete", "table", "inet", "sdfcut"])
+
     def fleet_history(self, node: str, addr: str, origin: str) -> list[dict[str, Any]]:
         """The decisions ``node`` holds about ``addr`` that came from ``origin``."""
         story = self.labs[node].show(addr)
@@ -69,8 +89,11 @@ class FleetLab:
 def fleet_lab(workdir: Path) -> Iterator[FleetLab]:
     """PostgreSQL and three PBX labs (daemons not started: FleetLab.start does), all torn
     down on exit."""
-    with postgres() as pg, contextlib.ExitStack() as stack:
+    with hosts("db") as (db,), contextlib.ExitStack() as stack:
         labs = {}
         for name in NODES:
             labs[name] = stack.enter_context(pbx_lab(workdir / name))
-        yield FleetLab(pg, labs)
+            peer = str(ipaddress.ip_address(DB_ADDRS[name]) + 1)
+            link(db, [f"{DB_ADDRS[name]}/30"], labs[name].pbx, [f"{peer}/30"])
+        with postgres(db, listen=",".join(DB_ADDRS.values())) as pg:
+            yield FleetLab(pg, labs)

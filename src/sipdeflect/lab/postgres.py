@@ -1,6 +1,7 @@
 # A throwaway PostgreSQL from Debian for the fleet's tests and benchmark: initdb and pg_ctl
 # run as the `postgres` user (initdb refuses root) in a fresh temporary directory, listening
-# on a unix socket only (no TCP at all); stop() removes everything. kill()/start() give a
+# on a unix socket and, when asked, on TCP at addresses of a namespace it runs in (the
+# fleet lab's database host); stop() removes everything. kill()/start() give a
 # test the database outage it needs. Every wait is bounded.
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from sipdeflect.lab.netns import LabError
+from sipdeflect.lab.netns import LabError, Netns
 
 PG_USER = "postgres"
 
@@ -43,7 +44,11 @@ def postgres_unavailable() -> str | None:
 
 
 class Postgres:
-    def __init__(self) -> None:
+    """``ns``/``listen``: run the server inside that namespace, also on TCP at those
+    addresses (comma-separated), so a test can cut a node off it with a firewall rule."""
+
+    def __init__(self, ns: Netns | None = None, listen: str = "") -> None:
+        self.ns, self.listen = ns, listen
         self.dir = Path(tempfile.mkdtemp(prefix="sdf-pg-"))
         self.data = self.dir / "data"
         self.sock = self.dir / "sock"
@@ -54,9 +59,13 @@ class Postgres:
     def dsn(self) -> str:
         return f"host={self.sock} dbname={self.dbname} user={PG_USER}"
 
+    def tcp_dsn(self, host: str) -> str:
+        return f"host={host} port=5432 dbname={self.dbname} user={PG_USER}"
+
     def _as_pg(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        cmd = ["runuser", "-u", PG_USER, "--", *argv]
         res = subprocess.run(
-            ["runuser", "-u", PG_USER, "--", *argv],
+            self.ns.argv(cmd) if self.ns is not None else cmd,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -81,7 +90,12 @@ class Postgres:
         return self
 
     def start(self) -> None:
-        opts = f"-k {self.sock} -c listen_addresses='' -c fsync=off -c max_connections=50"
+        opts = f"-k {self.sock} -c listen_addresses='{self.listen}' -c fsync=off"
+        opts += " -c max_connections=50"
+        if self.listen:  # trust on TCP too: the lab's addresses exist only in namespaces
+            hba = self.data / "pg_hba.conf"
+            if "sdf-lab" not in hba.read_text():
+                hba.write_text(hba.read_text() + "host all all 192.0.2.0/24 trust # sdf-lab\n")
         pg_ctl = pg_bin("pg_ctl") or "pg_ctl"
         self._as_pg([pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "start"])
 
@@ -99,8 +113,8 @@ class Postgres:
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[Postgres]:
-    pg = Postgres()
+def postgres(ns: Netns | None = None, listen: str = "") -> Iterator[Postgres]:
+    pg = Postgres(ns, listen)
     try:
         yield pg.init()
     finally:
