@@ -118,7 +118,7 @@ class FleetLink:
     ) -> None:
         self.info, self.rules, self.outbox, self.deliver = info, rules, outbox, deliver
         self.clock = clock
-        self.connected = False
+        self._up = {"listen": False, "publish": False}
         self.published = 0  # rows written to the shared store by this process
         self.received = 0  # rows from other nodes taken in
         self.accepted = 0  # ...that became local decisions
@@ -129,6 +129,11 @@ class FleetLink:
         self._ready = asyncio.Event()
         self._down_since: float | None = None
         self._loaded = False  # a fresh node's load of what is in force is done
+
+    @property
+    def connected(self) -> bool:
+        """Both connections are up (reading and publishing)."""
+        return all(self._up.values())
 
     # -- called by the daemon on the loop's thread, right after the local commit ----------
     def offer(self, decisions: Sequence[Decision], levels: Mapping[Address, Level]) -> None:
@@ -169,7 +174,9 @@ class FleetLink:
             try:
                 await body()
             except (psycopg.Error, OSError) as exc:
-                self.connected = False
+                if self._up[what]:
+                    delay = BACKOFF[0]  # it was up: start the backoff over
+                self._up[what] = False
                 if self._down_since is None:
                     self._down_since = self.clock()
                     log.warning(
@@ -197,7 +204,7 @@ class FleetLink:
                         "fleet: shared store back after %.1fs", self.clock() - self._down_since
                     )
                     self._down_since = None
-                self.connected = True
+                self._up["listen"] = True
                 while True:
                     await self._catch_up(conn)
                     await conn.execute(
@@ -265,6 +272,7 @@ class FleetLink:
 
         async def body() -> None:
             async with await connect(self.info) as conn:
+                self._up["publish"] = True
                 while True:
                     self._wake.clear()
                     batch = self.outbox.peek(BATCH)
