@@ -357,9 +357,18 @@ class Daemon:
         self.store.commit(decisions, touched)  # durable before the firewall changes
         if self.fleet is not None:  # then shared (queued on disk, published off the loop)
             self.fleet.offer(decisions, {s.address: s.level for s in touched})
-        self.diverted.apply(decisions)
+        # A release clears its target from every set, and a deflect takes it out of the
+        # block set: what else still holds it (the engine's own block, an operator's or
+        # another node's) follows to the firewall, so the strongest hold stays in force.
+        fw = list(decisions)
+        for d in decisions:
+            if d.action is Action.RELEASE:
+                fw += self.engine.holding(d.target)
+            elif d.action is Action.DEFLECT:
+                fw += [h for h in self.engine.holding(d.target) if h.action is not d.action]
+        self.diverted.apply(fw)
         if not self.dry_run:
-            self._fw.submit(self.enforcer.enforce, decisions).add_done_callback(self._fw_done)
+            self._fw.submit(self.enforcer.enforce, fw).add_done_callback(self._fw_done)
         if self.border is not None:  # after the host's firewall, on the same thread
             self._to_border(self.border.update(decisions, self.clock()))
         self.counters["decisions"] += len(decisions)

@@ -445,19 +445,39 @@ class Engine:
     def active(self) -> Iterator[Decision]:
         """Every decision currently in force (what the firewall should hold)."""
         for src in self.sources.values():
-            if src.state in (State.DEFLECTED, State.BLOCKED, State.PROBING):
-                action = Action.BLOCK if src.state is State.BLOCKED else Action.DEFLECT
-                yield Decision(
-                    single(src.address),
-                    action,
-                    src.until,
-                    "engine",
-                    src.reasons[-1] if src.reasons else "",
-                    src.since,
-                )
+            held = _in_force(src)
+            if held is not None:
+                yield held
         yield from self.manual.values()
         for net in self.allow:
             yield Decision(net, Action.ALLOW, None, "config", "allowlist", 0.0)
+
+    def holding(self, target: Network) -> list[Decision]:
+        """What is still in force for exactly this target, weakest first: after a release
+        of one hold (a fleet block lapsing, a probe ending) the firewall must keep the
+        others (the engine's own block, an operator's or another node's), since a
+        release clears the target from every set."""
+        out: list[Decision] = []
+        if target.num_addresses == 1:
+            src = self.sources.get(target.network_address)
+            held = None if src is None else _in_force(src)
+            if held is not None:
+                out.append(held)
+        dec = self.manual.get(target)
+        if dec is not None:
+            out.append(dec)
+        if target in self.allow:
+            out.append(Decision(target, Action.ALLOW, None, "config", "allowlist", 0.0))
+        strength = {Action.DEFLECT: 0, Action.BLOCK: 1, Action.ALLOW: 2}
+        return sorted(out, key=lambda d: strength.get(d.action, -1))
+
+
+def _in_force(src: Source) -> Decision | None:
+    if src.state not in (State.DEFLECTED, State.BLOCKED, State.PROBING):
+        return None
+    action = Action.BLOCK if src.state is State.BLOCKED else Action.DEFLECT
+    reason = src.reasons[-1] if src.reasons else ""
+    return Decision(single(src.address), action, src.until, "engine", reason, src.since)
 
 
 def block_trigger(d: Decision) -> Trigger | None:

@@ -106,3 +106,30 @@ def test_fleet_status_and_lag_are_in_status_and_metrics(tmp_path: Path) -> None:
     assert d.metrics.registry.get_sample_value("sipdeflect_fleet_lag_seconds") == 0.25
     assert d.fleet is not None
     assert d.fleet.status()["node"] == "me"
+
+
+def last_for(ledger: Ledger, addr: ipaddress.IPv4Address) -> Decision:
+    return [x for x in ledger.enforced if x.target == single(addr)][-1]
+
+
+def test_a_fleet_release_leaves_the_engines_own_block_in_the_firewall(tmp_path: Path) -> None:
+    d, _, ledger, clock = build(tmp_path)
+    d.signal(SCANNER, Level.ATTACKER, "a failed login after a challenge")  # deflected here
+    d.fleet_decisions([shared(SCANNER, clock.now)])  # and pbx1 says block
+    clock.now += 20
+    d.tick()  # quiet in the decoy: the engine's own block
+    d.fleet_decisions([shared(SCANNER, clock.now, "release")])  # pbx1 lets it go
+    d.wait_firewall()
+    last = last_for(ledger, SCANNER)
+    assert (last.action, last.origin) == (Action.BLOCK, "engine")  # still blocked here
+
+
+def test_a_local_probe_does_not_downgrade_a_fleet_block_to_a_deflect(tmp_path: Path) -> None:
+    d, _, ledger, clock = build(tmp_path)
+    d.fleet_decisions([shared(SCANNER, clock.now)])
+    d.probe(SCANNER, "forgeable")  # the engine probes (deflects) it on its own evidence
+    clock.now += 60
+    d.tick()  # the probe ends: released by the engine
+    d.wait_firewall()
+    last = last_for(ledger, SCANNER)
+    assert (last.action, last.origin) == (Action.BLOCK, "fleet:pbx1")
