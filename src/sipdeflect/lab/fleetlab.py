@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sipdeflect.control import ControlError
-from sipdeflect.lab.netns import hosts, link
+from sipdeflect.lab.netns import Netns, hosts, link
 from sipdeflect.lab.pbxlab import PbxLab, pbx_lab
 from sipdeflect.lab.postgres import Postgres, postgres
 
@@ -85,6 +86,39 @@ class FleetLab:
         return [h for h in story["history"] if h["origin"] == origin]
 
 
+def _ifaces(ns: Netns) -> list[tuple[str, str, list[ipaddress.IPv4Interface]]]:
+    """(ifname, MAC, IPv4 addresses) of each interface with a MAC and an IPv4 address."""
+    out = []
+    for item in json.loads(ns.run(["ip", "-j", "addr", "show"]).stdout):
+        v4 = [
+            ipaddress.IPv4Interface(f"{a['local']}/{a['prefixlen']}")
+            for a in item.get("addr_info", [])
+            if a.get("family") == "inet"
+        ]
+        if v4 and item.get("address") and item["ifname"] != "lo":
+            out.append((str(item["ifname"]), str(item["address"]), v4))
+    return out
+
+
+def pin_neighbours(a: Netns, b: Netns) -> None:
+    """Permanent ARP entries, both ways, on the veths joining ``a`` and ``b``. The kernel's
+    neighbour table is one for all namespaces (gc_thresh3, 1024 by default): other
+    work on the machine that talks to many addresses fills it ("neighbor table
+    overflow"), and then a lab link cannot resolve its peer and goes silent for seconds.
+    Permanent entries are exempt from that limit."""
+    ia, ib = _ifaces(a), _ifaces(b)
+    for x, xs, ys in ((a, ia, ib), (b, ib, ia)):
+        for if_x, _, addrs_x in xs:
+            nets = {i.network for i in addrs_x if i.network.prefixlen < 32}
+            for _, mac_y, addrs_y in ys:
+                # the other end of this link: its subnet addresses (not /32 extras such
+                # as the addresses an attacker host forges) inside this interface's nets
+                peers = [i.ip for i in addrs_y if i.network.prefixlen < 32]
+                for ip in (p for p in peers if any(p in n for n in nets)):
+                    argv = ["ip", "neigh", "replace", str(ip), "lladdr", mac_y, "dev", if_x]
+                    x.run([*argv, "nud", "permanent"])
+
+
 @contextlib.contextmanager
 def fleet_lab(workdir: Path) -> Iterator[FleetLab]:
     """PostgreSQL and three PBX labs (daemons not started: FleetLab.start does), all torn
@@ -95,5 +129,8 @@ def fleet_lab(workdir: Path) -> Iterator[FleetLab]:
             labs[name] = stack.enter_context(pbx_lab(workdir / name))
             peer = str(ipaddress.ip_address(DB_ADDRS[name]) + 1)
             link(db, [f"{DB_ADDRS[name]}/30"], labs[name].pbx, [f"{peer}/30"])
+            for a, b in ((db, labs[name].pbx), (labs[name].pbx, labs[name].atk)):
+                pin_neighbours(a, b)
+            pin_neighbours(labs[name].pbx, labs[name].cust)
         with postgres(db, listen=",".join(DB_ADDRS.values())) as pg:
             yield FleetLab(pg, labs)
