@@ -174,3 +174,29 @@ def test_migrations_are_idempotent(pg: Postgres) -> None:
     with psycopg.connect(pg.dsn) as c:
         versions = [r[0] for r in c.execute("SELECT version FROM fleet_schema").fetchall()]
     assert versions == [1]
+
+
+def test_rows_older_than_the_longest_block_are_pruned_and_nothing_else(
+    pg: Postgres, tmp_path: Path
+) -> None:
+    with psycopg.connect(pg.dsn, autocommit=True) as c:
+        c.execute(
+            "INSERT INTO fleet_decisions (node, key, target, action, until, basis, reason, at, "
+            "stored_at) VALUES ('old', 'k1', '203.0.113.40/32', 'block', 1.0, 'attacker', "
+            "'x', 0.5, now() - interval '40 days')"
+        )
+        before = c.execute("SELECT count(*) FROM fleet_decisions").fetchone()
+
+    async def body(p1: Node) -> None:
+        assert p1.link.keep == 31 * 86400.0  # max_ttl (30 d) and a day
+        assert await until(lambda: p1.link.pruned >= 1)  # on its first heartbeat
+        await asyncio.sleep(0.5)
+        assert p1.link.pruned == 1
+
+    run_nodes(pg, tmp_path, ["p1"], body)
+    assert rows_for(pg, "203.0.113.40/32") == []
+    with psycopg.connect(pg.dsn) as c:
+        after = c.execute("SELECT count(*) FROM fleet_decisions").fetchone()
+    assert before is not None
+    assert after is not None
+    assert after[0] == before[0] - 1

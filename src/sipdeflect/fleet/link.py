@@ -60,6 +60,15 @@ HEARTBEAT_SQL = (
 )
 
 
+# Retention of the shared log: a row older than the longest block any node accepts
+# (max_ttl) can only hold a block that has lapsed everywhere, or a release of one, so
+# deleting it changes nothing a reader would do. One node at a time (a try-lock), at most
+# once per PRUNE_EVERY per node.
+PRUNE_EVERY = 3600.0
+PRUNE_LOCK = 0x5D_F1_EE_72
+PRUNE = "DELETE FROM fleet_decisions WHERE stored_at < now() - make_interval(secs => %s)"
+
+
 def _values(node: str, p: Pending) -> tuple[object, ...]:
     return (node, p.key, p.target, p.action, p.until, p.basis, p.reason, p.at)
 
@@ -115,8 +124,10 @@ class FleetLink:
         deliver: Callable[[list[Decision]], object],
         *,
         clock: Callable[[], float] = time.time,
+        keep: float | None = None,
     ) -> None:
         self.info, self.rules, self.outbox, self.deliver = info, rules, outbox, deliver
+        self.keep = keep if keep is not None else rules.max_ttl + 86400.0  # see PRUNE
         self.clock = clock
         self._up = {"listen": False, "publish": False}
         self.published = 0  # rows written to the shared store by this process
@@ -129,6 +140,8 @@ class FleetLink:
         self._ready = asyncio.Event()
         self._down_since: float | None = None
         self._loaded = False  # a fresh node's load of what is in force is done
+        self._pruned = float("-inf")  # monotonic time of this node's last prune
+        self.pruned = 0  # rows this node removed from the shared log
 
     @property
     def connected(self) -> bool:
@@ -211,10 +224,29 @@ class FleetLink:
                         HEARTBEAT_SQL,
                         (self.rules.node, self.outbox.read_seq, self.lag, len(self.outbox)),
                     )
+                    await self.prune(conn)
                     async for _ in conn.notifies(timeout=HEARTBEAT, stop_after=1):
                         pass
 
         await self._retrying("listen", body)
+
+    async def prune(self, conn: psycopg.AsyncConnection[TupleRow], *, now: bool = False) -> int:
+        """Delete shared rows older than ``keep`` (see PRUNE); at most once per
+        PRUNE_EVERY unless ``now``. Returns the rows removed."""
+        if not now and time.monotonic() - self._pruned < PRUNE_EVERY:
+            return 0
+        self._pruned = time.monotonic()
+        async with conn.transaction():
+            got = await (
+                await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK,))
+            ).fetchone()
+            if not (got and got[0]):
+                return 0  # another node is pruning right now
+            cur = await conn.execute(PRUNE, (self.keep,))
+        if cur.rowcount > 0:
+            self.pruned += cur.rowcount
+            log.info("fleet: pruned %d shared rows older than %.0fs", cur.rowcount, self.keep)
+        return max(0, cur.rowcount)
 
     async def _load_in_force(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
         async with conn.transaction():
