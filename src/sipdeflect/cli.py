@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "deflect": "firewall",
     "demo": "demo",
     "firewall": "firewall",
+    "fleet": "fleet",
     "list": "firewall",
     "logscan": "logscan",
     "release": "firewall",

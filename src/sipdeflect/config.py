@@ -28,6 +28,7 @@ from sipdeflect.duration import format_duration, parse_duration
 from sipdeflect.engine import Policy
 from sipdeflect.errors import ConfigError, UsageError
 from sipdeflect.firewall.model import DEFAULT_DECOY_PORT, DEFAULT_SIP_PORTS
+from sipdeflect.fleet.rules import Rules
 
 
 def _duration(v: Any) -> float:
@@ -288,6 +289,89 @@ class BorderSection(_Section):
         return self
 
 
+class Fleet(_Section):
+    enabled: bool = Field(
+        False, description="share decisions with other nodes through PostgreSQL (docs/fleet.md)"
+    )
+    dsn: str = Field(
+        "",
+        description='libpq connection string, URI ("postgresql://sipdeflect@db/fleet'
+        '?sslmode=verify-full") or key/value ("host=db dbname=fleet user=sipdeflect")',
+    )
+    password_file: str = Field(
+        "", description="read the password from this file (first line); empty: not used"
+    )
+    password_env: str = Field(
+        "", description="read the password from this environment variable; empty: not used"
+    )
+    tls: dict[str, str] = Field(
+        {},
+        description="libpq TLS keywords passed through as they are (sslmode, sslrootcert, "
+        "sslcert, sslkey, sslcrl, ...)",
+    )
+    node: str = Field(
+        "",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})?$",
+        description="this node's name in the fleet; empty: the host name",
+    )
+    share: list[Literal["attacker", "suspect", "watch", "quit", "operator"]] = Field(
+        ["attacker", "quit", "operator"],
+        description="decisions this node publishes, by how they were proven: attacker "
+        "(a credentialed failure after our challenge), quit (left on the decoy's answer "
+        "in a probe), operator (block/deflect from the CLI), suspect/watch (weaker "
+        "detection levels); releases of what was shared are always published",
+    )
+    accept: list[Literal["attacker", "suspect", "watch", "quit", "operator"]] = Field(
+        ["attacker", "quit", "operator"],
+        description="shared decisions this node enforces (as blocks), by the same names",
+    )
+    accept_from: list[str] = Field(
+        [], description="nodes whose decisions are accepted; empty: every other node"
+    )
+    max_ttl: Duration = Field(
+        30 * 86400.0, description="shared blocks longer than this are refused as hostile"
+    )
+    widest_v4: int = Field(24, ge=0, le=32, description="widest IPv4 prefix accepted")
+    widest_v6: int = Field(48, ge=0, le=128, description="widest IPv6 prefix accepted")
+    outbox: str = Field(
+        "",
+        description="SQLite file queueing what is not yet published (a partition) and "
+        "how far this node has read; empty: fleet.db next to [store] path",
+    )
+    max_queue: int = Field(
+        100_000, ge=100, description="decisions queued while the database is away; oldest go"
+    )
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str) -> str:
+        if v:
+            from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - only with a DSN
+
+            try:
+                conninfo_to_dict(v)
+            except Exception as exc:
+                raise ValueError(f"not a libpq connection string: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> Fleet:
+        if self.enabled and not self.dsn:
+            raise ValueError("fleet.enabled needs fleet.dsn")
+        return self
+
+    def rules(self, node: str) -> Rules:
+        return Rules(
+            node=node,
+            share=frozenset(self.share),
+            accept=frozenset(self.accept),
+            accept_from=frozenset(self.accept_from),
+            max_ttl=self.max_ttl,
+            widest_v4=self.widest_v4,
+            widest_v6=self.widest_v6,
+        )
+
+
 class Config(_Section):
     sip: Sip = Sip()
     decoy: Decoy = Decoy()
@@ -300,6 +384,7 @@ class Config(_Section):
     metrics: Metrics = Metrics()
     report: ReportSection = ReportSection()
     border: BorderSection = BorderSection()
+    fleet: Fleet = Fleet()
 
 
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
@@ -389,10 +474,13 @@ def _toml_value(key: str, v: Any) -> str:
         "block_base",
         "block_max",
         "retention",
+        "max_ttl",
     }:
         return f'"{format_duration(v)}"'
     if isinstance(v, str):
         return f'"{v}"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(key, x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(k, x)}" for k, x in v.items()) + "}"
     return repr(v)

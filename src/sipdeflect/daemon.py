@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from sipdeflect import accel
@@ -78,6 +78,16 @@ class Border(Protocol):
         """Stop the speaker (its session drops; the router withdraws everything)."""
 
 
+class FleetPart(Protocol):
+    """What the daemon needs from fleet sharing (fleet/link.py), when [fleet] is on."""
+
+    def offer(self, decisions: Sequence[Decision], levels: Mapping[Address, Level]) -> None:
+        """Queue this node's own decisions for the shared store (after the local commit)."""
+
+    def status(self) -> dict[str, Any]:
+        """Connected, queued, published, received, refused, lag, ..."""
+
+
 class Daemon:
     def __init__(
         self,
@@ -133,6 +143,7 @@ class Daemon:
         self._counting = False
         self._baseline = True
         self._counters_took = 0.0
+        self.fleet: FleetPart | None = None  # set by service.build when [fleet] is on
         self._register_control()
 
     # -- inputs (call on the loop thread) ---------------------------------------------------
@@ -166,6 +177,27 @@ class Daemon:
         """Forgeable evidence: deflect briefly and see whether it quits (engine.probe)."""
         self.counters["probes"] += 1
         out = self.engine.probe(source, reason, self.clock())
+        self._apply(out)
+        return out
+
+    def fleet_decisions(self, decisions: Sequence[Decision]) -> list[Decision]:
+        """Decisions other nodes shared (judged by fleet.rules), through this node's own
+        engine: its allowlist, own addresses, operator decisions and the shields of
+        customers whose logins the PBX accepted win here whatever the fleet says."""
+        now = self.clock()
+        out: list[Decision] = []
+        for d in decisions:
+            if d.action is not Action.RELEASE and d.target.num_addresses == 1:
+                addr = d.target.network_address
+                if not self.engine.protected(addr) and self.verdicts.trusted(addr, now):
+                    why = "shielded here (the PBX accepted its login)"
+                    log.info("fleet: %s %s from %s not taken: %s", d.action, addr, d.origin, why)
+                    continue
+            taken = self.engine.remote_decision(d, now)
+            if not taken and d.action is not Action.RELEASE:
+                why = self.engine.protected(d.target.network_address) or "held locally"
+                log.info("fleet: %s %s from %s not taken: %s", d.action, d.target, d.origin, why)
+            out += taken
         self._apply(out)
         return out
 
@@ -294,6 +326,7 @@ class Daemon:
         self.metrics.under_attack.labels("prefix").set(prefixes)
         if self.border is not None:
             self._to_border(self.border.tick(now, self.engine.active))
+        self._refresh_fleet()
         return out
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -322,9 +355,20 @@ class Daemon:
                 if src is not None:
                     touched.append(src)
         self.store.commit(decisions, touched)  # durable before the firewall changes
-        self.diverted.apply(decisions)
+        if self.fleet is not None:  # then shared (queued on disk, published off the loop)
+            self.fleet.offer(decisions, {s.address: s.level for s in touched})
+        # A release clears its target from every set, and a deflect takes it out of the
+        # block set: what else still holds it (the engine's own block, an operator's or
+        # another node's) follows to the firewall, so the strongest hold stays in force.
+        fw = list(decisions)
+        for d in decisions:
+            if d.action is Action.RELEASE:
+                fw += self.engine.holding(d.target)
+            elif d.action is Action.DEFLECT:
+                fw += [h for h in self.engine.holding(d.target) if h.action is not d.action]
+        self.diverted.apply(fw)
         if not self.dry_run:
-            self._fw.submit(self.enforcer.enforce, decisions).add_done_callback(self._fw_done)
+            self._fw.submit(self.enforcer.enforce, fw).add_done_callback(self._fw_done)
         if self.border is not None:  # after the host's firewall, on the same thread
             self._to_border(self.border.update(decisions, self.clock()))
         self.counters["decisions"] += len(decisions)
@@ -349,6 +393,13 @@ class Daemon:
     def wait_firewall(self) -> None:
         """Block until every submitted firewall change is applied (tests, shutdown)."""
         self._fw.submit(lambda: None).result()
+
+    def _refresh_fleet(self) -> None:
+        if self.fleet is not None:
+            st = self.fleet.status()
+            self.metrics.fleet_lag.set(st["lag"] or 0.0)
+            self.metrics.fleet_queued.set(st["queued"])
+            self.metrics.fleet_behind.set(st["behind"])
 
     def _refresh_gauges(self) -> None:
         for action, n in self.engine.counts().items():  # kept by the engine: no walk
@@ -467,6 +518,7 @@ class Daemon:
             "counters": self.counters,
             "parts": self.supervisor.status(),
             "accelerators": accel.loaded(),
+            "fleet": None if self.fleet is None else self.fleet.status(),
         }
 
     async def _border(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -489,6 +541,7 @@ class Daemon:
         return {
             "address": str(addr),
             "protected": self.engine.protected(addr),
+            "node": None if self.fleet is None else self.fleet.status()["node"],
             "source": None
             if src is None
             else {

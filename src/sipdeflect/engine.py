@@ -340,6 +340,32 @@ class Engine:
             self.manual[target] = dec
         return out
 
+    def remote_decision(self, dec: Decision, now: float) -> list[Decision]:
+        """A decision taken from another node (origin "fleet:NODE", already judged by
+        fleet.rules): a block is held like an operator's, unless this node protects the
+        target, its operator decided on it, or the engine blocks it itself; a release
+        undoes only what that same node asked for, never a local decision."""
+        held = self.manual.get(dec.target)
+        if dec.action is Action.RELEASE:
+            if held is None or held.origin != dec.origin:
+                return []
+            del self.manual[dec.target]
+            return [Decision(dec.target, Action.RELEASE, None, dec.origin, dec.reason, now)]
+        if self._protected_net(dec.target):
+            return []
+        if dec.target.num_addresses == 1:
+            addr = dec.target.network_address
+            src = self.sources.get(addr)
+            if self.protected(addr) or (src is not None and src.state is State.BLOCKED):
+                return []
+        if held is not None and (
+            not held.origin.startswith("fleet:")
+            or (held.action, held.until) == (dec.action, dec.until)
+        ):
+            return []  # the local operator's decision wins; a repeat changes nothing
+        self.manual[dec.target] = dec
+        return [dec]
+
     # -- state machine ---------------------------------------------------------------------
     def _fire(self, src: Source, trigger: Trigger, now: float, reason: str) -> list[Decision]:
         step = TRANSITIONS.get((src.state, trigger))
@@ -419,19 +445,39 @@ class Engine:
     def active(self) -> Iterator[Decision]:
         """Every decision currently in force (what the firewall should hold)."""
         for src in self.sources.values():
-            if src.state in (State.DEFLECTED, State.BLOCKED, State.PROBING):
-                action = Action.BLOCK if src.state is State.BLOCKED else Action.DEFLECT
-                yield Decision(
-                    single(src.address),
-                    action,
-                    src.until,
-                    "engine",
-                    src.reasons[-1] if src.reasons else "",
-                    src.since,
-                )
+            held = _in_force(src)
+            if held is not None:
+                yield held
         yield from self.manual.values()
         for net in self.allow:
             yield Decision(net, Action.ALLOW, None, "config", "allowlist", 0.0)
+
+    def holding(self, target: Network) -> list[Decision]:
+        """What is still in force for exactly this target, weakest first: after a release
+        of one hold (a fleet block lapsing, a probe ending) the firewall must keep the
+        others (the engine's own block, an operator's or another node's), since a
+        release clears the target from every set."""
+        out: list[Decision] = []
+        if target.num_addresses == 1:
+            src = self.sources.get(target.network_address)
+            held = None if src is None else _in_force(src)
+            if held is not None:
+                out.append(held)
+        dec = self.manual.get(target)
+        if dec is not None:
+            out.append(dec)
+        if target in self.allow:
+            out.append(Decision(target, Action.ALLOW, None, "config", "allowlist", 0.0))
+        strength = {Action.DEFLECT: 0, Action.BLOCK: 1, Action.ALLOW: 2}
+        return sorted(out, key=lambda d: strength.get(d.action, -1))
+
+
+def _in_force(src: Source) -> Decision | None:
+    if src.state not in (State.DEFLECTED, State.BLOCKED, State.PROBING):
+        return None
+    action = Action.BLOCK if src.state is State.BLOCKED else Action.DEFLECT
+    reason = src.reasons[-1] if src.reasons else ""
+    return Decision(single(src.address), action, src.until, "engine", reason, src.since)
 
 
 def block_trigger(d: Decision) -> Trigger | None:

@@ -48,6 +48,17 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # [fleet]: seconds from a shared decision's commit to this node taking it in (the
+        # last one), decisions waiting to be published, shared rows not yet read.
+        self.fleet_lag = Gauge(
+            "sipdeflect_fleet_lag_seconds", "shared store commit -> taken in here", registry=r
+        )
+        self.fleet_queued = Gauge(
+            "sipdeflect_fleet_queued", "own decisions not yet in the shared store", registry=r
+        )
+        self.fleet_behind = Gauge(
+            "sipdeflect_fleet_behind", "shared decisions not yet read", registry=r
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -62,6 +62,8 @@ def build(cfg: Config, *, dry_run: bool = False) -> Daemon:
         dry_run=dry_run,
         border=None if dry_run or not cfg.border.enabled else start_border(cfg, own),
     )
+    if cfg.fleet.enabled:
+        _join_fleet(cfg, daemon)
     for spec in cfg.detect.logs:
         daemon.add_source(f"log {spec.path}", follow_log(spec))
     if cfg.detect.wire:
@@ -91,6 +93,24 @@ def start_border(cfg: Config, own: list[Address]) -> Announcer | None:
             why,
         )
     return announcer
+
+
+def _join_fleet(cfg: Config, daemon: Daemon) -> None:
+    """[fleet]: share decisions through PostgreSQL (fleet/link.py), as one supervised part."""
+    from sipdeflect.fleet.link import FleetLink, conninfo, node_name  # noqa: PLC0415
+    from sipdeflect.fleet.outbox import Outbox  # noqa: PLC0415 - psycopg only when on
+
+    f = cfg.fleet
+    path = Path(f.outbox) if f.outbox else Path(cfg.store.path).with_name("fleet.db")
+    link = FleetLink(
+        conninfo(f),
+        f.rules(node_name(f)),
+        Outbox(path, f.max_queue),
+        daemon.fleet_decisions,
+        clock=daemon.clock,
+    )
+    daemon.fleet = link
+    daemon.add_source("fleet", link.run)
 
 
 def run_decoy(cfg: Config) -> Callable[[Daemon], Awaitable[None]]:

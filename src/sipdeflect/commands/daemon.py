@@ -50,6 +50,15 @@ def status(
             cells += [str(k), str(v)]
         t.add_row(*cells)
     con.print(t)
+    fleet = st.get("fleet")
+    if fleet:
+        state = "connected" if fleet["connected"] else "[red]shared store unreachable[/]"
+        lag = "-" if fleet["lag"] is None else f"{fleet['lag'] * 1000:.0f} ms"
+        con.print(
+            f"fleet node {escape(fleet['node'])}: {state}; queued {fleet['queued']}, "
+            f"published {fleet['published']}, taken {fleet['accepted']} of "
+            f"{fleet['received']}, refused {fleet['refused']}, lag {lag}"
+        )
     parts = Table("part", "state", "restarts", "last error", box=None)
     for name, p in st["parts"].items():
         parts.add_row(name, p["state"], str(p["restarts"]), escape(p["last_error"] or ""))
@@ -82,6 +91,8 @@ def show(
         con.print(f"  never acted on: {rec['protected']}", markup=False)
     else:
         con.print()
+    if rec.get("node"):
+        con.print(f"this node: {escape(rec['node'])} (origin fleet:NODE = decided by NODE)")
     src: dict[str, Any] | None = rec["source"]
     if src is None:
         con.print("not seen by detection")

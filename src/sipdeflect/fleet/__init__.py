@@ -1,0 +1,1 @@
+# Fleet: decisions shared between sipdeflect nodes over PostgreSQL (docs/fleet.md).
