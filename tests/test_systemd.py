@@ -179,6 +179,8 @@ def _kernel(ct: Container) -> dict[str, set[str]] | None:
             continue
         m = re.match(r"[a-z]+", s["name"])
         assert m is not None, s["name"]
+        if m.group() == "dropped":
+            continue  # the meters of what the blocks drop (accounting), not a policy set
         assert m.group() in out, s["name"]
         for e in s.get("elem", []):
             v = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
