@@ -66,7 +66,9 @@ def _arm(lab: PbxLab) -> None:
     atk_if = _ifname(lab.atk, "203.0.113.66")
     batch = "".join(f"addr add {a}/32 dev {atk_if}\n" for a in BOT_ADDRS)
     lab.atk.run(["ip", "-batch", "-"], input_=batch)
-    lab.pbx.run(["ip", "route", "add", str(NET), "dev", _ifname(lab.pbx, PBX_ATK)])
+    # Through the attacker host's own address: one neighbour entry, not 2,000 (the
+    # kernel's neighbour table is shared by every namespace and overflows at 1,024).
+    lab.pbx.run(["ip", "route", "add", str(NET), "via", "203.0.113.66"])
     lab.pbx.run(["nft", "-f", "-"], input_=COUNTERS)
 
 
