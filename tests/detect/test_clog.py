@@ -302,8 +302,8 @@ TRICKY = [
     "extension '1' rejected because extension not found in context 'a'",
     "[2024-05-01 10:00:04] NOTICE[7] chan_sip.c: Call from '' (abc:1) to "
     "extension '1' rejected because extension not found in context 'a'",
-    # InvalidPassword's challenge check: Python's regex takes the first
-    # ,Challenge="..",ReceivedChallenge=".." anywhere in the line (attacker text too)
+    # InvalidPassword's challenge check: the pair after the last RemoteAddress, with no
+    # other "Challenge=" in the line (IMITATED below asserts the outcome of each)
     *(
         '[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: SecurityEvent="InvalidPassword",'
         + tail
@@ -340,9 +340,6 @@ TRICKY = [
             'ReceivedChallenge="a\u00e9"',  # not ASCII: handed back
             'AccountID="1",RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="a\t",'
             'ReceivedChallenge="a\t"',  # a control character: handed back
-            # a matching pair in the attacker's AccountID, ahead of Asterisk's own fields
-            'AccountID="x",Challenge="a",ReceivedChallenge="a",x="",SessionID="1",'
-            'RemoteAddress="IPV4/UDP/198.51.100.13/5060",Challenge="b",ReceivedChallenge="c"',
             'AccountID=",Challenge=",ReceivedChallenge="",RemoteAddress="IPV4/UDP/'
             '198.51.100.13/5060",Challenge="b",ReceivedChallenge="b"',
             # a second address (the injection check), a second event name, another event
@@ -437,6 +434,108 @@ TRICKY = [
     "[2024-05-01 10:00:01] NOTICE[1] chan_sip.c: Registration from 'a' failed for "
     "'198.51.100.7' - Wrong password\r",
 ]
+
+
+# Attacker text imitating InvalidPassword's challenge fields. Asterisk's res_security_log
+# writes each field as ,Name="value" and escapes nothing, so AccountID, SessionID and the
+# received nonce and hash can hold '",Challenge="a' and the like. Each line with whether it
+# must count as our challenge answered (credentialed and verified): the imitation may take
+# the proof away from a real answer, never give it to a line without one.
+_IP = 'SecurityEvent="InvalidPassword",EventTV="1",Severity="Error",Service="SIP",'
+_RA = 'RemoteAddress="IPV4/UDP/198.51.100.13/5060"'
+_RA_TCP = 'RemoteAddress="IPV4/TCP/198.51.100.13/5060"'
+_LA = 'LocalAddress="IPV4/UDP/192.0.2.1/5060"'
+IMITATED = [
+    # genuine: fail2ban's sample shape, and later releases' (Module, SessionTV first)
+    (
+        f'AccountID="1",SessionID="0x1",{_LA},{_RA},Challenge="41d26de5",'
+        'ReceivedChallenge="41d26de5",ReceivedHash="7a"',
+        True,
+    ),
+    (
+        f'AccountID="1",SessionID="0x1",{_LA},{_RA},Module="res_pjsip",SessionTV="1-2",'
+        'Challenge="a",ReceivedChallenge="a",ReceivedHash="h"',
+        True,
+    ),
+    # quotes inside AccountID / SessionID that imitate no challenge field: no effect
+    (f'AccountID="a"b",SessionID="",x=",{_LA},{_RA},Challenge="a",ReceivedChallenge="a"', True),
+    (f'AccountID="\\"",SessionID="\\",\\"",{_LA},{_RA},Challenge="a",ReceivedChallenge="a"', True),
+    # the review's line: the pair inside AccountID, Asterisk's own pair not answered
+    (
+        f'AccountID="x",Challenge="a",ReceivedChallenge="a",x="",SessionID="1",{_RA},'
+        'Challenge="b",ReceivedChallenge="c"',
+        False,
+    ),
+    # ... over TCP (the address is proven; the challenge still was not answered)
+    (
+        f'AccountID="x",Challenge="a",ReceivedChallenge="a",x="",SessionID="1",{_RA_TCP},'
+        'Challenge="b",ReceivedChallenge="c"',
+        False,
+    ),
+    # the pair inside SessionID
+    (
+        f'AccountID="1",SessionID="",Challenge="a",ReceivedChallenge="a",z="",{_LA},{_RA},'
+        'Challenge="b",ReceivedChallenge="c",ReceivedHash="h"',
+        False,
+    ),
+    # the pair inside AccountID and no pair of Asterisk's (optional IEs in Asterisk 13+)
+    (f'AccountID="",Challenge="a",ReceivedChallenge="a",x="",SessionID="1",{_RA}', False),
+    # ... with a RemoteAddress of the same address imitated before it
+    (f'AccountID="",{_RA},Challenge="a",ReceivedChallenge="a",x="",SessionID="1",{_RA}', False),
+    # ... and with Asterisk's pair answered: four "Challenge=", so not taken (fail-safe)
+    (
+        f'AccountID="",{_RA},Challenge="a",ReceivedChallenge="a",x="",SessionID="1",{_RA},'
+        'Challenge="b",ReceivedChallenge="b"',
+        False,
+    ),
+    # "Challenge=" alone in AccountID beside an answered pair: a third one, not taken
+    (f'AccountID="Challenge=",SessionID="1",{_RA},Challenge="a",ReceivedChallenge="a"', False),
+    # fields repeated after RemoteAddress (the received nonce or hash imitating them)
+    (
+        f'AccountID="1",{_RA},Challenge="b",ReceivedChallenge="c",Challenge="a",'
+        'ReceivedChallenge="a"',
+        False,
+    ),
+    (f'AccountID="1",{_RA},Challenge="a",ReceivedChallenge="a",ReceivedChallenge="b"', False),
+    (f'AccountID="1",{_RA},Challenge="a",ReceivedChallenge="a",Challenge="a"', False),
+    (
+        f'AccountID="1",{_RA},Challenge="b",ReceivedChallenge="c",ReceivedHash="",'
+        'Challenge="a",ReceivedChallenge="a"',
+        False,
+    ),
+    (
+        f'AccountID="1",{_RA},Challenge="a",ReceivedChallenge="x",{_RA},Challenge="y",'
+        'ReceivedChallenge="y"',
+        False,
+    ),
+    # a RemoteAddress after the pair: the pair is not after the field the rule reads
+    (f'AccountID="1",{_RA},Challenge="a",ReceivedChallenge="a",x="",{_RA}', False),
+    # ReceivedChallenge imitated in AccountID, only Challenge after RemoteAddress
+    (f'AccountID="",ReceivedChallenge="a",x="",{_RA},Challenge="a"', False),
+    # truncated: Asterisk's pair, or the line after an imitated pair
+    (f'AccountID="1",{_RA},Challenge="a",ReceivedChallenge="a', False),
+    (f'AccountID="x",Challenge="a",ReceivedChallenge="a",y="",{_RA},Challenge="a', False),
+    (f'AccountID="x",Challenge="a",ReceivedChallenge="a",y="",{_RA}', False),
+    (f'AccountID="x",Challenge="a",ReceivedChallenge="a",y="",{_RA[:-10]}', None),  # no address
+]
+TRICKY += ["[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: " + _IP + t for t, _ in IMITATED]
+
+
+@pytest.mark.parametrize(("tail", "answered"), IMITATED)
+def test_imitated_challenge_fields_never_make_a_line_verified(
+    tail: str, answered: bool | None
+) -> None:
+    line = "[2024-05-01 10:00:06] SECURITY[1] res_security_log.c: " + _IP + tail
+    got = same(AST, (line + "\n").encode())  # C, checked equal to Python
+    if answered is None:
+        assert got == []
+        return
+    ((_, ev),) = got
+    assert ev.source == address("198.51.100.13")
+    cred = (EventKind.AUTH_FAILED_WITH_CREDENTIALS, True)
+    assert (ev.kind, ev.verified) == (cred if answered else (EventKind.AUTH_FAILED, False))
+    ((_, py),) = AST.scan(line, ctx())  # the Python path on its own, as str
+    assert (py.kind, py.verified) == (ev.kind, ev.verified)
 
 
 @pytest.mark.parametrize("line", TRICKY)

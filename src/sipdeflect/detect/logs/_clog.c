@@ -535,18 +535,33 @@ out:
     return got;
 }
 
-/* base._challenge_answered(): the leftmost match of
- * ,Challenge="([^"]*)",ReceivedChallenge="([^"]*)" in the line (Asterisk's InvalidPassword:
- * the challenge we sent, then the one the request answered), and its first group non-empty
- * and equal to the second. [^"]* can only end at the next quote, so each start has one
- * possible match: try each ",Challenge=\"" left to right, as the regex does. The line is
- * the whole line (attacker text included), as Python searches it. */
+/* base._challenge_answered(): Asterisk's InvalidPassword names the challenge it sent and
+ * the one the request answered; it counts only when the line holds "Challenge=" exactly
+ * twice (that pair; Asterisk escapes no quote, so attacker text in AccountID, SessionID or
+ * the received nonce can imitate fields, and any imitation makes a third) and the leftmost
+ * ,Challenge="([^"]*)",ReceivedChallenge="([^"]*)" after the last ,RemoteAddress=" (the
+ * field the rule reads) has its first group non-empty and equal to the second. [^"]* can
+ * only end at the next quote, so each start has one possible match: try each
+ * ",Challenge=\"" left to right, as the regex does. */
 static int challenge_answered(const char *p, Py_ssize_t n)
 {
     static const char open[] = ",Challenge=\"", mid[] = "\",ReceivedChallenge=\"";
+    static const char remote[] = ",RemoteAddress=\"", word[] = "Challenge=";
     const Py_ssize_t olen = sizeof open - 1, mlen = sizeof mid - 1;
-    const char *end = p + n, *q = p;
-    for (; (q = find(q, end - q, open, olen)) != NULL; q++) {
+    const Py_ssize_t rlen = sizeof remote - 1, wlen = sizeof word - 1;
+    const char *end = p + n, *q, *from = NULL;
+    int count = 0;
+    for (q = p; (q = find(q, end - q, word, wlen)) != NULL; q += wlen)
+        if (++count > 2)
+            return 0;
+    if (count != 2)
+        return 0;
+    for (Py_ssize_t i = n - rlen; from == NULL && i >= 0; i--) /* the last: few fields follow */
+        if (p[i] == ',' && memcmp(p + i, remote, (size_t)rlen) == 0)
+            from = p + i + rlen;
+    if (from == NULL)
+        return 0;
+    for (q = from; (q = find(q, end - q, open, olen)) != NULL; q++) {
         const char *ours = q + olen;
         const char *e1 = memchr(ours, '"', (size_t)(end - ours));
         if (e1 == NULL || end - e1 < mlen || memcmp(e1, mid, (size_t)mlen) != 0)

@@ -140,7 +140,9 @@ RULES = (
     # InvalidPassword proves the challenge was seen only when ReceivedChallenge equals the
     # Challenge Asterisk sent; otherwise it is a plain failure. The template is the other
     # security events' (a reason other than InvalidPassword is outside the table: handed
-    # back); the challenge check is made on the whole line, in C as in Python.
+    # back). The challenge check (base._challenge_answered(), _clog.c's
+    # challenge_answered()) takes the pair after the last RemoteAddress only, and none at
+    # all when attacker text imitates Challenge= or ReceivedChallenge= anywhere.
     Rule(
         'SecurityEvent="InvalidPassword"',
         re.compile(r'SecurityEvent="(?P<reason>InvalidPassword)"' + _SEC_TAIL),

@@ -398,10 +398,23 @@ def _uri_account(raw: str) -> str:
 # reads the same outcome and makes the same check, _clog.c's challenge_answered()).
 _UNANSWERED: Outcome = (EventKind.AUTH_FAILED, False)
 _CHALLENGE = re.compile(r',Challenge="([^"]*)",ReceivedChallenge="([^"]*)"')
+_REMOTE = ',RemoteAddress="'
 
 
 def _challenge_answered(line: str) -> bool:
-    m = _CHALLENGE.search(line)
+    """Asterisk answered its own challenge: the Challenge/ReceivedChallenge pair that
+    res_security_log writes after the RemoteAddress field (the last one, the one the rule
+    reads), the first value non-empty and equal to the second. Asterisk escapes nothing in
+    the values (AccountID, SessionID, the received nonce and hash are attacker text and may
+    hold '",Challenge="a'), so no key="value" split is certain; instead a line with any
+    "Challenge=" besides that one pair (2 in all: Challenge= and ReceivedChallenge=) is not
+    answered. Attacker text can then only take the proof away, never add it: a forged pair
+    ahead of RemoteAddress is not after it, one in a field after it is a third and fourth
+    "Challenge=". See docs/detection.md."""
+    at = line.rfind(_REMOTE)
+    if at < 0 or line.count("Challenge=") != 2:
+        return False
+    m = _CHALLENGE.search(line, at + len(_REMOTE))
     return m is not None and m.group(1) != "" and m.group(1) == m.group(2)
 
 
