@@ -124,8 +124,10 @@ class Daemon:
         self._sources: dict[str, Callable[[Daemon], Awaitable[None]]] = {}
         self.on_reload: Callable[[], None] = self.reload  # SIGHUP: `run` reloads the file
         # One thread applies firewall plans, in order, off the loop: an nft transaction can
-        # take seconds, and pyroute2 (conntrack) runs its own event loop.
+        # take seconds.
         self._fw = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="firewall")
+        self._fw_pending: list[Decision] = []  # decisions waiting for the firewall thread
+        self._fw_lock = threading.Lock()
         self.firewall_errors = 0
         self._traffic: dict[tuple[str, int, str], list[int]] = {}
         self._last_prune = float("-inf")
@@ -368,7 +370,7 @@ class Daemon:
                 fw += [h for h in self.engine.holding(d.target) if h.action is not d.action]
         self.diverted.apply(fw)
         if not self.dry_run:
-            self._fw.submit(self.enforcer.enforce, fw).add_done_callback(self._fw_done)
+            self._enforce(fw)
         if self.border is not None:  # after the host's firewall, on the same thread
             self._to_border(self.border.update(decisions, self.clock()))
         self.counters["decisions"] += len(decisions)
@@ -379,6 +381,22 @@ class Daemon:
                 self.metrics.sources_quit.inc()
             log.info("%s %s until=%s (%s; %s)", d.action, d.target, d.until, d.origin, d.reason)
             self.publish({"type": "decision", **_decision_json(d, self.clock())})
+
+    def _enforce(self, fw: list[Decision]) -> None:
+        """Hand decisions to the firewall thread. Those arriving while it is busy are
+        applied together, as one plan: one transaction and one conntrack dump, which
+        walks the kernel's whole conntrack hash (~1 ms) however few entries it holds.
+        Under a flood of new sources that dump per decision was most of the daemon's CPU."""
+        with self._fw_lock:
+            first = not self._fw_pending
+            self._fw_pending.extend(fw)
+        if first:
+            self._fw.submit(self._drain_fw).add_done_callback(self._fw_done)
+
+    def _drain_fw(self) -> None:
+        with self._fw_lock:
+            batch, self._fw_pending = self._fw_pending, []
+        self.enforcer.enforce(batch)
 
     def _to_border(self, batch: Any) -> None:
         if batch and self.border is not None:
