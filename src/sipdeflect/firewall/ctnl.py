@@ -27,6 +27,7 @@ from sipdeflect.firewall.nfnl import (
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
+    parse_replies,
 )
 from sipdeflect.nsocket import socket_in
 
@@ -143,20 +144,6 @@ def parse_dump(data: bytes, seq: int, out: list[Entry]) -> bool:
     return False
 
 
-def acks(data: bytes) -> Iterator[tuple[int, int]]:
-    """(sequence, errno or 0) of each NLMSG_ERROR in one datagram."""
-    off = 0
-    while off + 16 <= len(data):
-        length, kind, _, _, _ = _NLMSGHDR.unpack_from(data, off)
-        if length < 16:
-            return
-        if kind == NLMSG_ERROR and length >= 36:
-            (err,) = struct.unpack_from("=i", data, off + 16)
-            orig_seq = _NLMSGHDR.unpack_from(data, off + 20)[3]
-            yield orig_seq, -err
-        off += (length + 3) & ~3
-
-
 class Ctnl:
     """A NETLINK_NETFILTER socket for conntrack, in a named namespace or this one."""
 
@@ -211,12 +198,12 @@ class Ctnl:
             pending.add(seq)
         deleted = 0
         while pending:
-            for seq, err in acks(self._recv()):
-                if seq not in pending:
+            for reply in parse_replies(self._recv()):  # the ACKs, as nf_tables' are read
+                if reply.seq not in pending:
                     continue
-                pending.discard(seq)
-                if err == 0:
+                pending.discard(reply.seq)
+                if reply.error == 0:
                     deleted += 1
-                elif err != errno.ENOENT:
-                    raise CtnlError(err, "conntrack delete")
+                elif reply.error != errno.ENOENT:
+                    raise CtnlError(reply.error, "conntrack delete")
         return deleted
