@@ -24,6 +24,7 @@ class Model:
         self.level: dict[object, Level] = {}
         self.probed: dict[object, float] = {}
         self.trusted: dict[object, float] = {}
+        self.since: dict[object, float] = {}  # when its level last rose
 
     def feed(self, ev: Event) -> tuple[Level, bool] | None:
         p, now, src = self.p, ev.time.timestamp(), ev.source
@@ -38,6 +39,8 @@ class Model:
             return None
         times = self.times.setdefault(src, {})
         level = self.level.setdefault(src, Level.NONE)
+        if level and now - self.since[src] >= p.window:
+            level = self.level[src] = Level.NONE  # judged afresh a window after its rise
         if cls is Evidence.UNPROVEN and now < self.trusted.get(src, 0.0):
             return None
         probing = cls is Evidence.UNPROVEN and p.probe_at > 0 and level < Level.SUSPECT
@@ -57,6 +60,7 @@ class Model:
             new = Level.NONE
         if new > level:
             self.level[src] = new
+            self.since[src] = now
             if not (ev.kind is EventKind.ATTACKED_ACCOUNT and probing and new <= Level.WATCH):
                 return new, False
         if probing and now - self.probed.get(src, float("-inf")) >= p.probe_window:
@@ -95,3 +99,24 @@ def test_verdicts_match_the_plain_model(policy: Policy) -> None:
             assert (None if got is None else (got.level, got.probe)) == m.feed(ev)
         for s in srcs:
             assert v.level(s) == m.level.get(s, Level.NONE)
+
+
+def test_a_source_that_comes_back_after_the_window_is_flagged_again() -> None:
+    """Levels used to stick for good, so an attacker whose block lapsed was never flagged
+    (and deflected, then blocked longer) again when it came back."""
+    v = Verdicts(Policy())
+    a = ipaddress.ip_address("203.0.113.9")
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def failures(start: datetime) -> list[Level | None]:
+        out = []
+        for i in range(5):
+            when = start + timedelta(seconds=i)
+            got = v.feed(Event(when, EventKind.AUTH_FAILED_WITH_CREDENTIALS, a, 5060, "1001",
+                               "x", "", True))  # fmt: skip
+            out.append(None if got is None else got.level)
+        return out
+
+    assert failures(t) == [Level.SUSPECT, None, None, None, Level.ATTACKER]
+    assert failures(t + timedelta(minutes=5)) == [None] * 5  # within the window: nothing new
+    assert failures(t + timedelta(hours=2)) == [Level.SUSPECT, None, None, None, Level.ATTACKER]

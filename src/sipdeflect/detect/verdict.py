@@ -11,6 +11,8 @@
 # answer (engine.py). A source whose credentials the PBX accepted (AUTH_SUCCEEDED) is a
 # customer: for `trust_for` its UNPROVEN evidence is ignored, so nobody can get a phone
 # that logs in probed or flagged by forging packets from its address.
+# A level lasts a window from when it was reached; then the source is judged afresh, so one
+# that returns after its block lapsed is flagged again (and the engine blocks it longer).
 # Distributed brute force (swarm.py): a verified failed login on an account or prefix that
 # many addresses are failing on flags its source at once, unless it ever logged in.
 # Memory: a capped table of sources (watch-level ones are forgotten first).
@@ -249,8 +251,13 @@ class Verdicts:
         st = self._state.get(ev.source)
         if st is None:
             st = self._add(ev.source, now)
-        elif now > st.last:
-            st.last = now
+        else:
+            if now > st.last:
+                st.last = now
+            if st.level and now - st.since >= self.policy.window:
+                # What raised it has left the window: judge it afresh, so a source that
+                # comes back after its block lapsed is flagged (and deflected) again.
+                st.level = Level.NONE
         # A failure counts towards distributed attack until its source is an attacker (it
         # is counted by then, and deflected: the daemon's PBX never sees it fail again);
         # skipping the rest keeps a flood's policy cost near what it was (~1 us/event).
