@@ -212,11 +212,13 @@ class SqliteStore:
         n = self._sampled.get(key, 0)
         m, total = self._minute_total
         if m != minute:
+            if minute > m:  # a new minute: the old ones' counts are done with
+                self._sampled = {k: v for k, v in self._sampled.items() if k[1] >= minute}
             m, total = minute, 0
         if n >= self.events_per_minute or total >= self.events_cap:
             self.events_dropped += 1
             return False
-        if len(self._sampled) > 100_000:
+        if len(self._sampled) > 100_000:  # (out-of-order minutes: still bounded)
             self._sampled = {k: v for k, v in self._sampled.items() if k[1] >= minute}
         self._sampled[key] = n + 1
         self._minute_total = (m, total + 1)
